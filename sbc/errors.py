@@ -48,9 +48,10 @@ class ParseError(RemoteProtocolError):
     that a request can still be answered with `status`; None when nothing could.
     """
 
-    def __init__(self, reason, status=400, partial=None):
+    def __init__(self, reason, status=400, partial=None, kind="other"):
         super().__init__(reason, status)
         self.partial = partial
+        self.kind = kind  # metric label: start_line, header, content_length, too_large, truncated
 
 
 class WebhookError(SBCError):

@@ -1,0 +1,28 @@
+# make run: start sbc on conf/sbc.toml (loopback lab). make test: the whole suite.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+CONFIG ?= conf/sbc.toml
+
+.PHONY: run test bench check-config clean
+
+$(BIN)/sbc: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[test]'
+	touch $@
+
+run: $(BIN)/sbc
+	$(BIN)/sbc run --config $(CONFIG)
+
+check-config: $(BIN)/sbc
+	$(BIN)/sbc check-config $(CONFIG)
+
+test: $(BIN)/sbc
+	$(BIN)/pytest
+
+bench: $(BIN)/sbc
+	$(BIN)/python bench/run.py
+
+clean:
+	rm -rf $(VENV) var build *.egg-info

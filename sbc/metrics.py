@@ -1,0 +1,256 @@
+"""Prometheus metric definitions for sbc, on a registry of their own.
+
+Definitions only: no HTTP (see sbc/net/http.py) and no Twisted, so the core
+may import this module.  Label values are mapped onto small fixed sets here,
+so nothing a peer sends (an invented method, a stray transport name) can grow
+the number of time series.  docs/metrics.md lists every metric.
+"""
+
+import platform
+from importlib import metadata
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    PlatformCollector,
+    ProcessCollector,
+)
+
+import sbc
+
+__all__ = [
+    "DIRECTIONS",
+    "DROP_REASONS",
+    "Metrics",
+    "PARSE_ERROR_REASONS",
+    "REJECT_REASONS",
+    "RFC_METHODS",
+    "TRANSACTION_KINDS",
+    "TRANSPORTS",
+    "method_label",
+    "status_label",
+]
+
+# The methods of RFC 3261 and its extensions that sbc knows by name.
+RFC_METHODS = frozenset(
+    "INVITE ACK BYE CANCEL OPTIONS REGISTER PRACK SUBSCRIBE NOTIFY PUBLISH "
+    "INFO REFER MESSAGE UPDATE".split()
+)
+TRANSPORTS = frozenset({"udp", "tcp", "tls", "ws", "wss"})
+TRANSACTION_KINDS = ("ict", "ist", "nict", "nist")
+DIRECTIONS = ("inbound", "outbound")
+PARSE_ERROR_REASONS = frozenset(
+    {"start_line", "header", "content_length", "too_large", "truncated", "other"}
+)
+DROP_REASONS = frozenset(
+    {
+        "response_no_transaction",
+        "unparseable",
+        "broadcast",
+        "too_large",
+        "keepalive",
+        "acl",
+        "rate_limit",
+        "banned",
+        "other",
+    }
+)
+REJECT_REASONS = frozenset({"per_ip_limit", "total_limit"})
+
+
+def method_label(method):
+    """`method` if it is one of RFC_METHODS, else "other"."""
+    return method if method in RFC_METHODS else "other"
+
+
+def status_label(status):
+    """A SIP status code as its three digits, or "other" if not 100-699."""
+    try:
+        code = int(status)
+    except (TypeError, ValueError):
+        return "other"
+    return str(code) if 100 <= code <= 699 else "other"
+
+
+def _one_of(value, allowed):
+    return value if value in allowed else "other"
+
+
+def _checked(value, allowed):
+    # For values sbc itself chooses: a wrong one is a bug, not peer input.
+    if value not in allowed:
+        raise ValueError(f"{value!r} is not one of {', '.join(allowed)}")
+    return value
+
+
+def _version(dist):
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class Metrics:
+    """Every sbc metric, registered on `registry` (a new CollectorRegistry by
+    default, so each test gets its own).
+
+    The record methods (`request_received`, ...) map label values onto the
+    fixed sets above; the metric objects are attributes for the rare caller
+    that needs more, e.g. `transactions_active.labels(kind="ist").dec()`.
+    """
+
+    def __init__(self, registry=None, *, process=True):
+        """Create the metrics on `registry`; `process=False` leaves out the
+        process_*/python_* collectors (which read /proc at scrape time)."""
+        self.registry = registry if registry is not None else CollectorRegistry()
+        r = self.registry
+
+        self.requests_received = Counter(
+            "sbc_sip_requests_received_total",
+            "SIP requests received, by transport and method (other for "
+            "methods outside RFC_METHODS).",
+            ["transport", "method"],
+            registry=r,
+        )
+        self.responses_received = Counter(
+            "sbc_sip_responses_received_total",
+            "SIP responses received, by transport and status code.",
+            ["transport", "status"],
+            registry=r,
+        )
+        self.requests_sent = Counter(
+            "sbc_sip_requests_sent_total",
+            "SIP requests sent, by transport and method, retransmissions included.",
+            ["transport", "method"],
+            registry=r,
+        )
+        self.responses_sent = Counter(
+            "sbc_sip_responses_sent_total",
+            "SIP responses sent, by transport and status code, retransmissions included.",
+            ["transport", "status"],
+            registry=r,
+        )
+        self.parse_errors = Counter(
+            "sbc_sip_parse_errors_total",
+            "Received SIP messages that could not be parsed, by transport and "
+            "the part that was wrong.",
+            ["transport", "reason"],
+            registry=r,
+        )
+        self.dropped = Counter(
+            "sbc_sip_dropped_total",
+            "Received SIP messages or datagrams discarded without an answer, "
+            "by transport and reason.",
+            ["transport", "reason"],
+            registry=r,
+        )
+        self.transactions_active = Gauge(
+            "sbc_sip_transactions_active",
+            "SIP transactions in progress, by kind (ict, ist, nict, nist).",
+            ["kind"],
+            registry=r,
+        )
+        self.transactions = Counter(
+            "sbc_sip_transactions_total",
+            "SIP transactions created, by kind (ict, ist, nict, nist).",
+            ["kind"],
+            registry=r,
+        )
+        self.tls_handshake_failures = Counter(
+            "sbc_tls_handshake_failures_total",
+            "TLS connections whose handshake failed, by direction (inbound "
+            "for accepted connections, outbound for ones sbc opened).",
+            ["direction"],
+            registry=r,
+        )
+        self.connections_open = Gauge(
+            "sbc_connections_open",
+            "SIP stream connections currently open, by transport.",
+            ["transport"],
+            registry=r,
+        )
+        self.connections_rejected = Counter(
+            "sbc_connections_rejected_total",
+            "Inbound SIP stream connections closed at accept because a "
+            "connection limit was reached, by transport and limit.",
+            ["transport", "reason"],
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "sbc_build_info",
+            "Always 1; labels give the versions of sbc, Python and Twisted running.",
+            ["version", "python", "twisted"],
+            registry=r,
+        )
+        self.build_info.labels(
+            version=sbc.__version__,
+            python=platform.python_version(),
+            twisted=_version("twisted"),
+        ).set(1)
+
+        # Series with a fixed, small label set start at zero so that rate()
+        # and absent-alerts work before the first event.
+        for kind in TRANSACTION_KINDS:
+            self.transactions_active.labels(kind=kind)
+            self.transactions.labels(kind=kind)
+        for direction in DIRECTIONS:
+            self.tls_handshake_failures.labels(direction=direction)
+
+        if process:
+            # process_start_time_seconds, process_cpu_seconds_total, ...,
+            # python_info, python_gc_*: the standard names dashboards expect.
+            ProcessCollector(registry=r)
+            PlatformCollector(registry=r)
+            GCCollector(registry=r)
+
+    # -- record methods: each maps its labels onto a fixed set --
+
+    def request_received(self, transport, method):
+        self.requests_received.labels(_one_of(transport, TRANSPORTS), method_label(method)).inc()
+
+    def response_received(self, transport, status):
+        self.responses_received.labels(_one_of(transport, TRANSPORTS), status_label(status)).inc()
+
+    def request_sent(self, transport, method):
+        self.requests_sent.labels(_one_of(transport, TRANSPORTS), method_label(method)).inc()
+
+    def response_sent(self, transport, status):
+        self.responses_sent.labels(_one_of(transport, TRANSPORTS), status_label(status)).inc()
+
+    def parse_error(self, transport, reason):
+        """Count an unparseable message; `reason` one of PARSE_ERROR_REASONS."""
+        self.parse_errors.labels(
+            _one_of(transport, TRANSPORTS), _one_of(reason, PARSE_ERROR_REASONS)
+        ).inc()
+
+    def drop(self, transport, reason):
+        """Count a message discarded silently; `reason` one of DROP_REASONS."""
+        self.dropped.labels(_one_of(transport, TRANSPORTS), _one_of(reason, DROP_REASONS)).inc()
+
+    def transaction_started(self, kind):
+        """A transaction of `kind` (ict, ist, nict, nist) was created."""
+        kind = _checked(kind, TRANSACTION_KINDS)
+        self.transactions.labels(kind=kind).inc()
+        self.transactions_active.labels(kind=kind).inc()
+
+    def transaction_ended(self, kind):
+        """A transaction of `kind` reached TERMINATED and was removed."""
+        self.transactions_active.labels(kind=_checked(kind, TRANSACTION_KINDS)).dec()
+
+    def tls_handshake_failed(self, direction):
+        """Count a failed TLS handshake; `direction` "inbound" or "outbound"."""
+        self.tls_handshake_failures.labels(direction=_checked(direction, DIRECTIONS)).inc()
+
+    def connection_opened(self, transport):
+        self.connections_open.labels(_one_of(transport, TRANSPORTS)).inc()
+
+    def connection_closed(self, transport):
+        self.connections_open.labels(_one_of(transport, TRANSPORTS)).dec()
+
+    def connection_rejected(self, transport, reason):
+        """Count a refused connection; `reason` "per_ip_limit" or "total_limit"."""
+        self.connections_rejected.labels(
+            _one_of(transport, TRANSPORTS), _one_of(reason, REJECT_REASONS)
+        ).inc()

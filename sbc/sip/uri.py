@@ -1,0 +1,187 @@
+"""SIP, SIPS and tel URIs (RFC 3261 §19.1, RFC 3966), parsed from text.
+
+Values are kept as sent (escapes included) so that a URI nobody changes is
+serialized unchanged; `unescape` is for comparison and display only.
+"""
+
+import ipaddress
+import re
+from dataclasses import dataclass, field
+
+from ..errors import ParseError
+
+_SCHEME = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*\Z")
+_HOSTNAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9.])?\Z")
+_PORT = re.compile(r"[0-9]{1,5}\Z")
+# RFC 3261 paramchar/hnv: unreserved, escaped and a few marks; no space, <, >, ", @.
+_URI_TEXT = re.compile(r"[A-Za-z0-9\-_.!~*'()%\[\]/:&+$=;?,#@]*\Z")
+_ESCAPE = re.compile(r"%([0-9A-Fa-f]{2})")
+
+
+def unescape(text):
+    """Decode %HH escapes (for comparison); invalid escapes stay as they are."""
+    if "%" not in text:
+        return text
+    raw = _ESCAPE.sub(lambda m: chr(int(m.group(1), 16)), text)
+    return raw
+
+
+def parse_params(text):
+    """Parse ';name[=value]...' into a list of (name, value-or-None).
+
+    Names keep their case (lookups compare lower-cased); values keep theirs.
+    """
+    params = []
+    for part in text.split(";")[1:]:
+        name, eq, value = part.partition("=")
+        if not name:
+            raise ParseError("Empty URI parameter")
+        params.append((name, value if eq else None))
+    return params
+
+
+def split_host_port(text, what="host"):
+    """Split 'host[:port]' (IPv6 references in brackets) into (host, port|None).
+
+    IPv6 references are validated with RFC 4291 rules: the RFC 3261 ABNF bug
+    that admits three colons (RFC 5118 §4.10) is rejected.
+    """
+    if text.startswith("["):
+        end = text.find("]")
+        if end < 0:
+            raise ParseError(f"Unterminated IPv6 reference in {what}")
+        host, rest = text[: end + 1], text[end + 1:]
+        try:
+            ipaddress.IPv6Address(host[1:-1])
+        except ValueError:
+            raise ParseError(f"Invalid IPv6 reference in {what}") from None
+    else:
+        host, colon, port = text.partition(":")
+        if colon and ":" in port:
+            raise ParseError(f"IPv6 address without brackets in {what}")
+        rest = colon + port
+        if not host or not _HOSTNAME.match(host):
+            raise ParseError(f"Invalid {what}")
+    if not rest:
+        return host, None
+    if rest[0] != ":" or not _PORT.match(rest[1:]) or int(rest[1:]) > 65535:
+        raise ParseError(f"Invalid port in {what}")
+    return host, int(rest[1:])
+
+
+@dataclass(slots=True)
+class SIPURI:
+    """sip: or sips: URI. `params` is an ordered list of (name, value|None)."""
+
+    scheme: str = "sip"
+    user: str | None = None
+    password: str | None = None
+    host: str = ""
+    port: int | None = None
+    params: list = field(default_factory=list)
+    headers: str | None = None  # raw text after '?', never expanded into real headers
+
+    def param(self, name, default=None):
+        name = name.lower()
+        for key, value in self.params:
+            if key.lower() == name:
+                return value if value is not None else ""
+        return default
+
+    @property
+    def transport(self):
+        value = self.param("transport")
+        return value.lower() if value else None
+
+    @property
+    def hostport(self):
+        return self.host if self.port is None else f"{self.host}:{self.port}"
+
+    def __str__(self):
+        out = [self.scheme, ":"]
+        if self.user is not None:
+            out.append(self.user)
+            if self.password is not None:
+                out += [":", self.password]
+            out.append("@")
+        out.append(self.hostport)
+        for name, value in self.params:
+            out += [";", name] if value is None else [";", name, "=", value]
+        if self.headers is not None:
+            out += ["?", self.headers]
+        return "".join(out)
+
+
+@dataclass(slots=True)
+class TelURI:
+    """tel: URI (RFC 3966): the number and its parameters."""
+
+    number: str
+    params: list = field(default_factory=list)
+    scheme: str = "tel"
+
+    @property
+    def global_number(self):
+        return self.number.startswith("+")
+
+    def param(self, name, default=None):
+        name = name.lower()
+        for key, value in self.params:
+            if key.lower() == name:
+                return value if value is not None else ""
+        return default
+
+    def __str__(self):
+        out = ["tel:", self.number]
+        for name, value in self.params:
+            out += [";", name] if value is None else [";", name, "=", value]
+        return "".join(out)
+
+
+@dataclass(slots=True)
+class AbsoluteURI:
+    """Any other scheme: syntactically legal, opaque to us (RFC 3261 absoluteURI)."""
+
+    scheme: str
+    opaque: str
+
+    def __str__(self):
+        return f"{self.scheme}:{self.opaque}"
+
+
+def parse_uri(text):
+    """Parse a URI as found in a Request-URI or inside <...>."""
+    scheme, colon, rest = text.partition(":")
+    if not colon or not _SCHEME.match(scheme):
+        raise ParseError("Invalid URI scheme")
+    if not rest or not _URI_TEXT.match(rest):
+        raise ParseError("Invalid character in URI")
+    lower = scheme.lower()
+    if lower in ("sip", "sips"):
+        return _parse_sip(lower, rest)
+    if lower == "tel":
+        number, _, params = rest.partition(";")
+        if not number:
+            raise ParseError("Empty tel URI number")
+        return TelURI(number, parse_params(";" + params) if params else [])
+    return AbsoluteURI(scheme, rest)
+
+
+def _parse_sip(scheme, rest):
+    uri = SIPURI(scheme)
+    at = rest.find("@")
+    if at >= 0:
+        userinfo, rest = rest[:at], rest[at + 1:]
+        user, colon, password = userinfo.partition(":")
+        if not user:
+            raise ParseError("Empty user in URI")
+        uri.user = user
+        uri.password = password if colon else None
+    hostport, qmark, headers = rest.partition("?")
+    if qmark:
+        uri.headers = headers
+    hostport, semi, params = hostport.partition(";")
+    uri.host, uri.port = split_host_port(hostport, "URI host")
+    if semi:
+        uri.params = parse_params(";" + params)
+    return uri
