@@ -461,8 +461,8 @@ class _Locator:
         self.arrays = {}  # path of an array of tables -> its last index
         try:
             self.document()
-        except (IndexError, ValueError, tomllib.TOMLDecodeError):
-            pass  # keep what was found; a line is a courtesy, not a must
+        except Exception:  # a line is a courtesy: never let it hide the error
+            pass
 
     def line(self, path):
         path = tuple(path)
@@ -549,6 +549,7 @@ class _Locator:
             index = 0
             while True:
                 self.blank(newlines=True)
+                self.progress()
                 if s[self.i] == "]":
                     self.i += 1
                     return
@@ -562,6 +563,7 @@ class _Locator:
             self.i += 1
             while True:
                 self.blank(newlines=True)
+                self.progress()
                 if s[self.i] == "}":
                     self.i += 1
                     return
@@ -577,6 +579,12 @@ class _Locator:
         else:  # number, bool, date: runs to a delimiter
             while self.i < len(s) and s[self.i] not in ",]}#\r\n":
                 self.i += 1
+
+    def progress(self):
+        """Stops a loop that no longer advances (text tomllib would refuse)."""
+        if self.i == getattr(self, "_seen", None):
+            raise ValueError(self.i)
+        self._seen = self.i
 
     def string(self):
         """Skips a string of any of the four kinds; returns its raw text."""
