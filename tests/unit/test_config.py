@@ -2,6 +2,7 @@
 
 import dataclasses
 import os
+import tempfile
 from pathlib import Path
 from textwrap import dedent
 
@@ -577,16 +578,22 @@ class LocatorTests(ErrorCase):
 
 
 class LoadTests(unittest.TestCase):
+    def setUp(self):
+        # trial's own temp paths land in the working directory under pytest
+        tmp = tempfile.TemporaryDirectory()
+        self.addCleanup(tmp.cleanup)
+        self.dir = tmp.name
+
     def test_missing_file(self):
         """A file that cannot be read names itself and the OS reason."""
-        path = os.path.join(self.mktemp(), "none.toml")
+        path = os.path.join(self.dir, "none", "sbc.toml")
         with self.assertRaises(ConfigError) as cm:
             load(path)
         self.assertEqual(str(cm.exception), f"{path}: cannot read: No such file or directory")
 
     def test_not_utf8(self):
         """Bytes that are not UTF-8 are a syntax error at their line."""
-        path = self.mktemp()
+        path = os.path.join(self.dir, "sbc.toml")
         Path(path).write_bytes(UDP.encode() + b'[sbc]\nserver_header = "\xff"\n')
         with self.assertRaises(ConfigError) as cm:
             load(path)
@@ -594,6 +601,6 @@ class LoadTests(unittest.TestCase):
 
     def test_load_reads_file(self):
         """load() gives the same Config as loads() with the path recorded."""
-        path = self.mktemp()
+        path = os.path.join(self.dir, "sbc.toml")
         Path(path).write_text(UDP)
         self.assertEqual(load(path), Config.default(path=path))
