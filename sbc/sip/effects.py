@@ -36,3 +36,4 @@ class Drop:
     """A message was dropped on purpose; `reason` is the metric label."""
 
     reason: str
+    transport: str = ""

@@ -1,0 +1,130 @@
+"""The `sbc` command: the composition root, the only user of the global reactor.
+
+    sbc run --config FILE [--state-dir DIR]   start the SBC
+    sbc check-config FILE                    validate; exit 1 with file:line: key: why
+    sbc version
+"""
+
+import argparse
+import os
+import signal
+import sys
+
+from . import __version__
+from .errors import ConfigError
+
+
+def _parser():
+    p = argparse.ArgumentParser(prog="sbc", description="SIP trunking gateway and session border controller")
+    sub = p.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="start the SBC")
+    run.add_argument("--config", "-c", default="/etc/sbc/sbc.toml", help="TOML config file")
+    run.add_argument("--state-dir", help="writable directory for certificates and records")
+    check = sub.add_parser("check-config", help="validate a config file")
+    check.add_argument("file")
+    sub.add_parser("version", help="print the version")
+    return p
+
+
+def main(argv=None):
+    args = _parser().parse_args(argv)
+    if args.command == "version":
+        print(f"sbc {__version__}")
+        return 0
+    if args.command == "check-config":
+        return check_config(args.file)
+    return run(args)
+
+
+def check_config(path):
+    from .config import load
+    try:
+        config = load(path)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+    listeners = ", ".join(f"{x.transport} {x.address}:{x.port}" for x in config.listeners)
+    print(f"{path}: ok ({listeners})")
+    return 0
+
+
+def _logging(level):
+    from twisted.logger import (FilteringLogObserver, LogLevel, LogLevelFilterPredicate,
+                                formatEvent, globalLogBeginner)
+
+    def emit(event):
+        text = formatEvent(event)
+        if "log_failure" in event:
+            text = f"{text}\n{event['log_failure'].getTraceback()}"
+        ns = event.get("log_namespace", "-")
+        sys.stdout.write(f"{event['log_level'].name}: [{ns}] {text}\n")
+        sys.stdout.flush()
+
+    predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(emit, [predicate])],
+                                     redirectStandardIO=False)
+
+
+def run(args):
+    from .config import load
+    try:
+        config = load(args.config)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+    if args.state_dir:
+        import dataclasses
+        config = dataclasses.replace(config, state_dir=args.state_dir)
+
+    from twisted.internet import reactor
+    from twisted.logger import Logger
+
+    from .net.notify import Notifier, start_watchdog
+    from .service import make_service
+
+    _logging(config.log_level)
+    log = Logger(namespace="sbc")
+    try:
+        top = make_service(config, reactor)
+        top.startService()
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+    except Exception as e:  # noqa: BLE001 - a bind failure must end the start, loudly
+        log.critical("cannot start: {error}", error=e)
+        return 1
+    sip = top.getServiceNamed("sip")
+    listening = ", ".join(f"{t} {a}:{p}" for t, a, p in sip.bound())
+    log.info("sbc {version} ready: {listening}; state in {state}", version=__version__,
+             listening=listening, state=top.state_dir)
+    notifier = Notifier.from_environ(os.environ)
+    notifier.ready(status=f"listening on {listening}")
+    watchdog = start_watchdog(notifier, reactor, os.environ)
+
+    def reload():
+        notifier.reloading()
+        try:
+            new = load(args.config)
+        except ConfigError as e:
+            log.error("reload rejected, running config kept: {error}", error=str(e))
+        else:
+            log.info("reload: {path} is valid; listener, TLS and limit changes apply at restart",
+                     path=new.path)
+        notifier.ready(status=f"listening on {listening}")
+
+    def shutdown():
+        notifier.stopping()
+        if watchdog is not None and watchdog.running:
+            watchdog.stop()
+        reactor.stop()
+
+    signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reload))
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(shutdown))
+    signal.signal(signal.SIGINT, lambda *_: reactor.callFromThread(shutdown))
+    reactor.run(installSignalHandlers=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

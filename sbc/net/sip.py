@@ -1,0 +1,305 @@
+"""SIP over UDP, TCP and TLS: the Twisted side of the stack.
+
+Bytes in: framed (streams), parsed, counted, handed to the pure `Stack`.
+Effects out: serialized and written to the right socket (RFC 3261 §18):
+responses over the connection the request came on, datagrams from the
+listener they arrived at, a new connection only when none exists.
+"""
+
+import ipaddress
+import itertools
+
+from twisted.application import service
+from twisted.internet import protocol
+from twisted.logger import Logger
+
+from ..errors import ParseError
+from ..sip.effects import Drop, Peer, Send
+from ..sip.framing import PING, PONG, StreamFramer
+from ..sip.message import Request, parse
+from .tls import HandshakeTracking, is_handshake_failure
+
+_ids = itertools.count(1)
+
+
+def _host(host):
+    """One spelling per host: IPv4-mapped IPv6 is the IPv4 address (RFC 5118 §4.9)."""
+    if host.startswith("::ffff:") and "." in host:
+        return host[7:]
+    return host
+
+
+class SIPDatagramProtocol(protocol.DatagramProtocol):
+    def __init__(self, sip, family):
+        self.sip = sip
+        self.family = family
+        self.id = next(_ids)
+
+    def datagramReceived(self, data, addr):
+        if len(data) <= 4 and not data.strip():
+            return  # CRLF keep-alive (RFC 5626 §4.4.2 uses STUN; CRLF is common practice)
+        self.sip.receive(data, Peer("udp", _host(addr[0]), addr[1], self.id), True)
+
+
+class SIPStreamProtocol(HandshakeTracking, protocol.Protocol):
+    """One TCP or TLS connection; frames messages and enforces timeouts."""
+
+    def __init__(self, sip, transport_name, peer_addr):
+        super().__init__()
+        self.sip = sip
+        self.kind = transport_name
+        self.id = next(_ids)
+        self.peer = Peer(transport_name, _host(peer_addr.host), peer_addr.port, self.id)
+        self.framer = StreamFramer(sip.limits)
+        self._idle = None
+        self._slow = None
+        self.queue = []  # bytes written before an outbound connection is up
+
+    def connectionMade(self):
+        self.sip.opened(self)
+        clock = self.sip.reactor
+        self._idle = clock.callLater(self.sip.tcp.idle_timeout, self._timeout, "idle")
+        for data in self.queue:
+            self.transport.write(data)
+        self.queue = []
+
+    def dataReceived(self, data):
+        if self._idle is not None and self._idle.active():
+            self._idle.reset(self.sip.tcp.idle_timeout)
+        for item in self.framer.feed(data):
+            if item is PING:
+                self.transport.write(PONG)
+            elif isinstance(item, ParseError):
+                self.sip.malformed(item, self.peer)
+                self.transport.loseConnection()
+                return
+            else:
+                self.sip.receive(item, self.peer, False)
+        # Slow-header defence: a started message must complete in time.
+        if self.framer.pending:
+            if self._slow is None:
+                self._slow = self.sip.reactor.callLater(self.sip.tcp.header_timeout, self._timeout, "slow")
+        elif self._slow is not None:
+            self._slow.cancel()
+            self._slow = None
+
+    def _timeout(self, why):
+        self.sip.timed_out(self, why)
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason=None):
+        for call in (self._idle, self._slow):
+            if call is not None and call.active():
+                call.cancel()
+        self._idle = self._slow = None
+        if self.kind == "tls" and is_handshake_failure(reason, self.tls_handshake_done):
+            self.sip.handshake_failed(self)
+        self.sip.closed(self)
+
+
+class SIPStreamFactory(protocol.Factory):
+    """Accepts connections within the total and per-IP caps."""
+
+    def __init__(self, sip, transport_name):
+        self.sip = sip
+        self.kind = transport_name
+
+    def buildProtocol(self, addr):
+        if not self.sip.admit(self.kind, _host(addr.host)):
+            return None  # Twisted closes the socket at once
+        return SIPStreamProtocol(self.sip, self.kind, addr)
+
+
+class _Outbound(protocol.ClientFactory):
+    def __init__(self, sip, proto):
+        self.sip = sip
+        self.proto = proto
+
+    def buildProtocol(self, addr):
+        return self.proto
+
+    def clientConnectionFailed(self, connector, reason):
+        self.sip.closed(self.proto)
+
+
+class SIPService(service.Service):
+    """Listeners and connections for one `Stack`; the only place its effects meet sockets."""
+
+    name = "sip"
+    log = Logger()
+
+    def __init__(self, stack, listeners, *, reactor, metrics, limits, tcp,
+                 tls_server=None, tls_client=None):
+        self.stack = stack
+        self.listeners = listeners
+        self.reactor = reactor
+        self.metrics = metrics
+        self.limits = limits
+        self.tcp = tcp
+        self.tls_server = tls_server
+        self.tls_client = tls_client
+        self.ports = []
+        self.udp = []  # SIPDatagramProtocol, in listener order
+        self.conns = {}  # id -> SIPStreamProtocol
+        self.by_addr = {}  # (transport, host, port) -> SIPStreamProtocol
+        self.per_ip = {}
+        self._timer = None
+        self._deadline = None
+
+    # -- lifecycle --------------------------------------------------------------
+    def startService(self):
+        super().startService()
+        r = self.reactor
+        for lst in self.listeners:
+            if lst.transport == "udp":
+                family = ipaddress.ip_address(lst.address).version
+                proto = SIPDatagramProtocol(self, family)
+                self.udp.append(proto)
+                port = r.listenUDP(lst.port, proto, interface=lst.address, maxPacketSize=65535)
+            elif lst.transport == "tcp":
+                port = r.listenTCP(lst.port, SIPStreamFactory(self, "tcp"), interface=lst.address)
+            else:
+                port = r.listenSSL(lst.port, SIPStreamFactory(self, "tls"), self.tls_server,
+                                   interface=lst.address)
+            self.ports.append(port)
+            self.log.info("listening on {transport} {address}:{port}", transport=lst.transport,
+                          address=lst.address, port=port.getHost().port)
+
+    def stopService(self):
+        super().stopService()
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        for conn in list(self.conns.values()):
+            conn.transport.abortConnection()
+        return _all([port.stopListening() for port in self.ports])
+
+    def bound(self):
+        """[(transport, address, port)] actually bound (port 0 resolved)."""
+        return [(lst.transport, lst.address, port.getHost().port)
+                for lst, port in zip(self.listeners, self.ports)]
+
+    # -- bytes in -----------------------------------------------------------------
+    def receive(self, data, source, datagram):
+        try:
+            msg = parse(data, self.limits, datagram)
+        except ParseError as e:
+            self.malformed(e, source)
+            return
+        if isinstance(msg, Request):
+            self.metrics.request_received(source.transport, msg.method)
+        else:
+            self.metrics.response_received(source.transport, msg.status)
+        self.execute(self.stack.received(msg, source, self.reactor.seconds()))
+
+    def malformed(self, error, source):
+        self.metrics.parse_error(source.transport, error.kind)
+        self.execute(self.stack.malformed(error, source, self.reactor.seconds()))
+
+    # -- effects out ----------------------------------------------------------
+    def execute(self, effects):
+        for effect in effects:
+            if type(effect) is Send:
+                self.send(effect.message, effect.dest)
+            elif type(effect) is Drop:
+                self.metrics.drop(effect.transport, effect.reason)
+        self._arm()
+
+    def send(self, message, dest):
+        data = bytes(message)
+        if dest.transport == "udp":
+            sock = self._udp_socket(dest)
+            if sock is None:
+                self.metrics.drop("udp", "no_socket")
+                return
+            sock.transport.write(data, (dest.host, dest.port))
+        else:
+            conn = self.conns.get(dest.conn) or self.by_addr.get((dest.transport, dest.host, dest.port))
+            if conn is None:
+                conn = self._connect(dest)
+                if conn is None:
+                    return
+            if conn.transport is None:
+                conn.queue.append(data)
+            else:
+                conn.transport.write(data)
+        if isinstance(message, Request):
+            self.metrics.request_sent(dest.transport, message.method)
+        else:
+            self.metrics.response_sent(dest.transport, message.status)
+
+    def _udp_socket(self, dest):
+        family = 6 if ":" in dest.host else 4
+        for sock in self.udp:
+            if sock.id == dest.conn:
+                return sock
+        return next((s for s in self.udp if s.family == family), None)
+
+    def _connect(self, dest):
+        if dest.transport == "tls" and self.tls_client is None:
+            self.metrics.drop(dest.transport, "no_tls_client")
+            return None
+        addr = type("Addr", (), {"host": dest.host, "port": dest.port})
+        conn = SIPStreamProtocol(self, dest.transport, addr)
+        factory = _Outbound(self, conn)
+        if dest.transport == "tls":
+            self.reactor.connectSSL(dest.host, dest.port, factory, self.tls_client(dest.host))
+        else:
+            self.reactor.connectTCP(dest.host, dest.port, factory)
+        self.by_addr[(dest.transport, dest.host, dest.port)] = conn
+        return conn
+
+    # -- connection bookkeeping ------------------------------------------------
+    def admit(self, kind, host):
+        if len(self.conns) >= self.tcp.max_connections:
+            self.metrics.connection_rejected(kind, "total_limit")
+            return False
+        if self.per_ip.get(host, 0) >= self.tcp.max_connections_per_ip:
+            self.metrics.connection_rejected(kind, "per_ip_limit")
+            return False
+        return True
+
+    def opened(self, conn):
+        self.conns[conn.id] = conn
+        self.by_addr[(conn.kind, conn.peer.host, conn.peer.port)] = conn
+        self.per_ip[conn.peer.host] = self.per_ip.get(conn.peer.host, 0) + 1
+        self.metrics.connection_opened(conn.kind)
+
+    def closed(self, conn):
+        key = (conn.kind, conn.peer.host, conn.peer.port)
+        if self.by_addr.get(key) is conn:
+            del self.by_addr[key]
+        if self.conns.pop(conn.id, None) is not None:
+            left = self.per_ip.get(conn.peer.host, 1) - 1
+            if left:
+                self.per_ip[conn.peer.host] = left
+            else:
+                self.per_ip.pop(conn.peer.host, None)
+            self.metrics.connection_closed(conn.kind)
+
+    def timed_out(self, conn, why):
+        self.metrics.drop(conn.kind, f"{why}_timeout")
+
+    def handshake_failed(self, conn):
+        self.metrics.tls_handshake_failed("inbound")
+
+    # -- timers -----------------------------------------------------------------
+    def _arm(self):
+        """Keep one DelayedCall at the stack's earliest deadline."""
+        deadline = self.stack.next_deadline()
+        if deadline == self._deadline:
+            return
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer, self._deadline = None, deadline
+        if deadline is not None:
+            delay = max(0.0, deadline - self.reactor.seconds())
+            self._timer = self.reactor.callLater(delay, self._expire)
+
+    def _expire(self):
+        self._timer = self._deadline = None
+        self.execute(self.stack.expire(self.reactor.seconds()))
+
+
+def _all(deferreds):
+    from twisted.internet.defer import gatherResults
+    return gatherResults([d for d in deferreds if d is not None])

@@ -1,0 +1,108 @@
+"""Composition: a config and a reactor in, a MultiService of named children out.
+
+    sip      SIPService: listeners and connections running the pure Stack
+    metrics  HTTP /metrics and /healthz for Prometheus
+"""
+
+import os
+import secrets
+
+from twisted.application import internet, service
+from twisted.logger import Logger
+
+from . import config as cfg
+from .metrics import Metrics
+from .net.http import metrics_site
+from .net.sip import SIPService
+from .net.tls import client_context, ensure_self_signed, server_context
+from .sip.message import Limits
+from .sip.stack import Stack
+from .sip.transaction import Timers
+
+log = Logger(namespace="sbc")
+
+
+class RandomIds:
+    """Tags, branches and nonces from the OS's CSPRNG (unguessable: RFC 3261 §19.3)."""
+
+    @staticmethod
+    def tag():
+        return secrets.token_hex(6)
+
+    @staticmethod
+    def branch():
+        return "z9hG4bK" + secrets.token_hex(8)
+
+    @staticmethod
+    def nonce():
+        return secrets.token_hex(16)
+
+    @staticmethod
+    def call_id():
+        return secrets.token_hex(12)
+
+
+def state_dir(config, environ):
+    """config, else $STATE_DIRECTORY (systemd's StateDirectory=), else ./var."""
+    path = config.state_dir or environ.get("STATE_DIRECTORY", "").split(":")[0] or "var"
+    os.makedirs(path, mode=0o750, exist_ok=True)
+    return path
+
+
+def tls_contexts(config, state):
+    """(server, client factory) for TLS listeners; self-signed cert on first run."""
+    if not any(lst.transport == "tls" for lst in config.listeners):
+        return None, None
+    tls = config.tls
+    cert, key = tls.cert, tls.key
+    if not cert:
+        hosts = sorted({lst.address for lst in config.listeners} | {"127.0.0.1"})
+        cert, key, created = ensure_self_signed(state, addresses=hosts)
+        if created:
+            log.warn("no tls.cert configured: generated a self-signed certificate {cert}", cert=cert)
+        else:
+            log.info("no tls.cert configured: using self-signed certificate {cert}", cert=cert)
+    server = server_context(cert, key, ca=tls.ca or None, verify_peer=tls.verify_peer,
+                            min_version=tls.min_version)
+
+    def client(hostname):
+        return client_context(hostname, ca=tls.ca or None, verify_peer=tls.verify_peer,
+                              min_version=tls.min_version)
+    return server, client
+
+
+def make_stack(config, ids=None):
+    lim, t = config.limits, config.timers
+    return Stack(
+        limits=Limits(lim.max_message_size, lim.max_headers, lim.max_header_length,
+                      lim.max_vias, lim.max_body_size),
+        timers=Timers(t1=t.t1, t2=t.t2, t4=t.t4),
+        server_header=config.server_header,
+        ids=ids or RandomIds(),
+    )
+
+
+def make_service(config: cfg.Config, reactor, environ=None, metrics=None):
+    """Build (not start) the whole SBC. Errors in files it reads are ConfigErrors."""
+    environ = os.environ if environ is None else environ
+    state = state_dir(config, environ)
+    metrics = metrics or Metrics()
+    stack = make_stack(config)
+    for kind in ("ict", "ist", "nict", "nist"):
+        metrics.transactions_active.labels(kind=kind).set_function(
+            lambda kind=kind: stack.transactions.active_counts().get(kind, 0))
+    tls_server, tls_client = tls_contexts(config, state)
+    top = service.MultiService()
+    sip = SIPService(stack, config.listeners, reactor=reactor, metrics=metrics,
+                     limits=stack.limits, tcp=config.tcp, tls_server=tls_server,
+                     tls_client=tls_client)
+    sip.setServiceParent(top)
+    if config.metrics.enabled:
+        web = internet.TCPServer(config.metrics.port, metrics_site(metrics.registry),
+                                 interface=config.metrics.address, reactor=reactor)
+        web.setName("metrics")
+        web.setServiceParent(top)
+    top.metrics = metrics
+    top.stack = stack
+    top.state_dir = state
+    return top

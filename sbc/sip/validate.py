@@ -1,0 +1,74 @@
+"""Request and response sanity checks (RFC 3261 §8.2, §16.3; RFC 4475 verdicts).
+
+`check_request` forces the lazy parse of everything a request must carry and
+turns the first fault into a Reject: status and a reason phrase precise enough
+for the sender to fix its stack. `check_response` says whether a response is
+fit to be matched at all (broken ones are dropped, never answered).
+"""
+
+from dataclasses import dataclass
+
+from ..errors import ParseError
+from .headers import STAR
+from .message import METHODS, SINGLETONS, spell
+from .uri import AbsoluteURI
+
+MANDATORY = ("via", "to", "from", "call-id", "cseq")
+
+
+@dataclass(frozen=True, slots=True)
+class Reject:
+    status: int
+    reason: str
+    headers: tuple = ()  # (name, value) to add to the response
+
+
+def check_request(req, limits):
+    """None if `req` is well formed, else the Reject to answer it with."""
+    try:
+        return _check(req, limits)
+    except ParseError as e:
+        return Reject(e.status, e.reason)
+
+
+def _check(req, limits):
+    counts = {}
+    for key, _, _ in req.headers:
+        counts[key] = counts.get(key, 0) + 1
+    for key in MANDATORY:
+        if key not in counts:
+            return Reject(400, f"Missing {spell(key)} header")
+    for key in SINGLETONS:
+        if counts.get(key, 0) > 1:
+            return Reject(400, f"Duplicate {spell(key)} header")
+    vias = req.vias
+    if len(vias) > limits.max_vias:
+        return Reject(400, "Too Many Via Headers")
+    req.from_, req.to, req.cseq, req.max_forwards  # noqa: B018 - parse or raise
+    if not req.call_id or " " in req.call_id:
+        return Reject(400, "Invalid Call-ID header")
+    for contact in req.contacts:
+        if contact is STAR and (req.method != "REGISTER" or len(req.contacts) > 1):
+            return Reject(400, "Invalid wildcard Contact")
+    try:
+        ruri = req.request_uri
+    except ParseError as e:
+        return Reject(400, f"{e.reason} in Request-URI")
+    if getattr(ruri, "headers", None) is not None:
+        return Reject(400, "Headers in Request-URI")  # never expand them (RFC 4475 §3.1.2.11)
+    if req.cseq.method != req.method:
+        if req.method not in METHODS:
+            return Reject(501, "Not Implemented")  # RFC 4475 §3.1.2.18 prefers 501
+        return Reject(400, "CSeq method does not match Request-Line")
+    if isinstance(ruri, AbsoluteURI):
+        return Reject(416, "Unsupported URI Scheme")
+    return None
+
+
+def check_response(resp):
+    """True if the response can be matched to a transaction."""
+    try:
+        resp.via, resp.cseq, resp.call_id, resp.from_, resp.to  # noqa: B018
+    except ParseError:
+        return False
+    return True
