@@ -324,7 +324,7 @@ class _Reader:
             self.known(entry, path, SCHEMA["listen"])
             transport = self.choice(entry, path, "transport", None, TRANSPORTS)
             address = self.ip(entry, path, "address", None)
-            port = self.integer(entry, path, "port", DEFAULT_PORTS[transport], 1, 65535)
+            port = self.integer(entry, path, "port", DEFAULT_PORTS[transport], 0, 65535)
             public = self.string(entry, path, "public_address", "")
             if public:
                 try:
@@ -335,7 +335,7 @@ class _Reader:
                                   f"must be an IP address or hostname, got {_show(public)}")
             listener = Listener(transport, address, port, public)
             for j, other in enumerate(out):
-                if (other.transport, other.address, other.port) == (transport, address, port):
+                if port and (other.transport, other.address, other.port) == (transport, address, port):
                     self.fail(path, f"duplicates listen[{j}] "
                               f"({transport} {_hostport(address, port)})")
             out.append(listener)
@@ -345,8 +345,8 @@ class _Reader:
         """tcp, tls and metrics all bind TCP sockets: one address:port each."""
         taken = {}
         for i, listener in enumerate(listeners):
-            if listener.transport == "udp":
-                continue
+            if listener.transport == "udp" or not listener.port:
+                continue  # port 0: any free port, never a clash
             where = (listener.address, listener.port)
             if where in taken:
                 j, other = taken[where]
@@ -383,7 +383,7 @@ class _Reader:
         return Metrics(
             enabled=self.boolean(t, path, "enabled", d.enabled),
             address=self.ip(t, path, "address", d.address),
-            port=self.integer(t, path, "port", d.port, 1, 65535))
+            port=self.integer(t, path, "port", d.port, 0, 65535))
 
     def timers(self, doc):
         sip = self.table(doc, ("sip",), "sip")

@@ -177,18 +177,18 @@ class TypeTests(ErrorCase):
             transport = "tcp"
             port = "abc"
             address = "127.0.0.1"
-            """, 'conf/sbc.toml:12: listen[1].port: must be an integer 1..65535, '
+            """, 'conf/sbc.toml:12: listen[1].port: must be an integer 0..65535, '
                  'got "abc"', path="conf/sbc.toml")
 
     def test_bool_is_not_an_integer(self):
         """true is refused where an integer is expected, though Python calls it 1."""
         self.assertError(UDP + "port = true\n",
-                         "sbc.toml:4: listen[0].port: must be an integer 1..65535, got true")
+                         "sbc.toml:4: listen[0].port: must be an integer 0..65535, got true")
 
     def test_float_is_not_an_integer(self):
         """5060.0 is refused for a port."""
         self.assertError(UDP + "port = 5060.0\n",
-                         "sbc.toml:4: listen[0].port: must be an integer 1..65535, got 5060.0")
+                         "sbc.toml:4: listen[0].port: must be an integer 0..65535, got 5060.0")
 
     def test_bool_is_not_a_number(self):
         """A timer cannot be true."""
@@ -224,14 +224,18 @@ class TypeTests(ErrorCase):
 
 class RangeTests(ErrorCase):
     def test_port_zero(self):
-        """Port 0 is below the range."""
-        self.assertError(UDP + "port = 0\n",
-                         "sbc.toml:4: listen[0].port: must be an integer 1..65535, got 0")
+        """Port 0 is accepted: bind any free port (tests and ad-hoc runs use it)."""
+        self.assertEqual(loads(UDP + "port = 0\n").listeners[0].port, 0)
+
+    def test_port_negative(self):
+        """A negative port is below the range."""
+        self.assertError(UDP + "port = -1\n",
+                         "sbc.toml:4: listen[0].port: must be an integer 0..65535, got -1")
 
     def test_port_too_high(self):
         """Port 65536 is above the range."""
         self.assertError(UDP + "[metrics]\nport = 65536\n",
-                         "sbc.toml:5: metrics.port: must be an integer 1..65535, got 65536")
+                         "sbc.toml:5: metrics.port: must be an integer 0..65535, got 65536")
 
     def test_limits_ranges(self):
         """Each limit names its own range."""
@@ -481,11 +485,11 @@ class SyntaxTests(ErrorCase):
 
     def test_error_attributes(self):
         """The error carries file, line, key and reason separately for callers."""
-        err = self.assertError(UDP + "port = 0\n",
-                               "sbc.toml:4: listen[0].port: must be an integer 1..65535, got 0")
+        err = self.assertError(UDP + "port = -1\n",
+                               "sbc.toml:4: listen[0].port: must be an integer 0..65535, got -1")
         self.assertEqual((err.file, err.line, err.key, err.why),
                          ("sbc.toml", 4, "listen[0].port",
-                          "must be an integer 1..65535, got 0"))
+                          "must be an integer 0..65535, got -1"))
 
 
 class LocatorTests(ErrorCase):
@@ -506,7 +510,7 @@ class LocatorTests(ErrorCase):
             transport = "udp"
             address = "127.0.0.1"
             port = 99999
-            ''', "sbc.toml:14: listen[1].port: must be an integer 1..65535, got 99999")
+            ''', "sbc.toml:14: listen[1].port: must be an integer 0..65535, got 99999")
 
     def test_dotted_keys(self):
         """A dotted key at the top level is found at its own line."""
@@ -523,14 +527,14 @@ class LocatorTests(ErrorCase):
               # a comment, ]
               {transport = "tcp", address = "127.0.0.1", port = "x"},
             ]
-            """, 'sbc.toml:4: listen[1].port: must be an integer 1..65535, got "x"')
+            """, 'sbc.toml:4: listen[1].port: must be an integer 0..65535, got "x"')
         self.assertError(UDP + "[sip]\ntimers = { t1 = 1, t2 = 0.5 }\n",
                          "sbc.toml:5: sip.timers.t2: must be >= t1 (1), got 0.5")
 
     def test_quoted_keys(self):
         """A quoted key is matched to its bare spelling."""
         self.assertError(UDP + '"port" = "x"\n',
-                         'sbc.toml:4: listen[0].port: must be an integer 1..65535, got "x"')
+                         'sbc.toml:4: listen[0].port: must be an integer 0..65535, got "x"')
         self.assertError(UDP + "[tcp]\n'idle_timeout' = 0\n",
                          "sbc.toml:5: tcp.idle_timeout: must be a number > 0, got 0")
 
@@ -542,8 +546,8 @@ class LocatorTests(ErrorCase):
 
     def test_crlf(self):
         """Windows line endings give the same line numbers."""
-        self.assertError((UDP + "port = 0\n").replace("\n", "\r\n"),
-                         "sbc.toml:4: listen[0].port: must be an integer 1..65535, got 0")
+        self.assertError((UDP + "port = -1\n").replace("\n", "\r\n"),
+                         "sbc.toml:4: listen[0].port: must be an integer 0..65535, got -1")
 
     @settings(max_examples=50, deadline=None)
     @given(st.data())
