@@ -49,8 +49,6 @@ DROP_REASONS = frozenset(
         "response_no_transaction",
         "unparseable",
         "broadcast",
-        "too_large",
-        "keepalive",
         "acl",
         "rate_limit",
         "banned",

@@ -29,8 +29,6 @@ from twisted.internet.interfaces import IHandshakeListener
 from twisted.internet.ssl import (
     Certificate,
     CertificateOptions,
-    KeyPair,
-    PrivateCertificate,
     TLSVersion,
     optionsForClientTLS,
     platformTrust,
@@ -210,18 +208,15 @@ def _load_key(path, key):
 
 
 def _load_pair(cert, key, prefix):
-    """(leaf X509, chain [X509], PKey) for a cert file and its key file."""
+    """(leaf, [intermediates], private key) from a cert file and its key file."""
     certs = _load_certs(cert, f"{prefix}.cert")
     private = _load_key(key, f"{prefix}.key")
     if private.public_key() != certs[0].public_key():
         raise ConfigError(
             f"private key {key} does not match certificate {cert}", key=f"{prefix}.key"
         )
-    return (
-        crypto.X509.from_cryptography(certs[0]),
-        [crypto.X509.from_cryptography(c) for c in certs[1:]],
-        crypto.PKey.from_cryptography_key(private),
-    )
+    # pyOpenSSL takes cryptography objects for the context directly.
+    return certs[0], certs[1:], private
 
 
 def _trust_root(ca, prefix):
@@ -320,16 +315,9 @@ def client_context(
             key=f"{prefix}.hostname",
         )
     trust = _trust_root(ca, prefix) if ca is not None else platformTrust()
-    client_cert = None
     if pair is not None:
-        client_cert = PrivateCertificate.fromCertificateAndKeyPair(
-            Certificate(pair[0]), KeyPair(pair[2])
-        )
-        if pair[1]:
-            extra["extraCertChain"] = pair[1]
-    return optionsForClientTLS(
-        hostname, trustRoot=trust, clientCertificate=client_cert, extraCertificateOptions=extra
-    )
+        extra.update(privateKey=pair[2], certificate=pair[0], extraCertChain=pair[1] or None)
+    return optionsForClientTLS(hostname, trustRoot=trust, extraCertificateOptions=extra)
 
 
 # -- handshake failures -----------------------------------------------------
@@ -342,6 +330,11 @@ class HandshakeTracking:
     Twisted's TLS layer calls `handshakeCompleted()` on wrapped protocols that
     provide IHandshakeListener; this records it in `tls_handshake_done`.
     A subclass that overrides `handshakeCompleted` calls up to it.
+
+        class SIPStreamProtocol(HandshakeTracking, Protocol):
+            def connectionLost(self, reason):
+                if self.tls and is_handshake_failure(reason, self.tls_handshake_done):
+                    self.metrics.tls_handshake_failed("inbound")
     """
 
     tls_handshake_done = False
