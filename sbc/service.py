@@ -17,7 +17,6 @@ from .net.sip import SIPService
 from .net.tls import client_context, ensure_self_signed, server_context
 from .sip.message import Limits
 from .sip.stack import Stack
-from .sip.transaction import Timers
 
 log = Logger(namespace="sbc")
 
@@ -74,11 +73,11 @@ def tls_contexts(config, state):
 def make_stack(config, ids=None):
     lim, t = config.limits, config.timers
     return Stack(
+        ids or RandomIds(),
         limits=Limits(lim.max_message_size, lim.max_headers, lim.max_header_length,
                       lim.max_vias, lim.max_body_size),
-        timers=Timers(t1=t.t1, t2=t.t2, t4=t.t4),
+        t1=t.t1, t2=t.t2, t4=t.t4,
         server_header=config.server_header,
-        ids=ids or RandomIds(),
     )
 
 

@@ -30,6 +30,7 @@ def _host(host):
 
 
 class SIPDatagramProtocol(protocol.DatagramProtocol):
+    noisy = False  # one log line per socket is ours to write, not Twisted's
     def __init__(self, sip, family):
         self.sip = sip
         self.family = family
@@ -98,6 +99,7 @@ class SIPStreamProtocol(HandshakeTracking, protocol.Protocol):
 
 
 class SIPStreamFactory(protocol.Factory):
+    noisy = False
     """Accepts connections within the total and per-IP caps."""
 
     def __init__(self, sip, transport_name):
@@ -111,6 +113,7 @@ class SIPStreamFactory(protocol.Factory):
 
 
 class _Outbound(protocol.ClientFactory):
+    noisy = False
     def __init__(self, sip, proto):
         self.sip = sip
         self.proto = proto

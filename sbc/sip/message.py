@@ -62,7 +62,7 @@ class Limits:
     max_message_size: int = 65535
     max_headers: int = 256
     max_header_length: int = 8192
-    max_vias: int = 32
+    max_vias: int = 70
     max_body_size: int = 32768
 
 

@@ -1,0 +1,140 @@
+"""The SIP stack as one pure object: messages and time in, effects out.
+
+    received(message, source, now)   a parsed message from the wire
+    malformed(error, source, now)    bytes that failed to parse
+    expire(now)                      timers that came due
+    next_deadline()                  when to call expire next
+
+It checks each request (validate), absorbs retransmissions (transaction),
+and answers what the SBC serves itself (uas). Later layers (the B2BUA) plug
+in as the transaction user.
+"""
+
+import ipaddress
+
+from ..errors import ParseError
+from . import transaction as tx
+from .effects import Drop, Peer, Send
+from .message import DEFAULT_LIMITS, Request, make_response
+from .uas import answer
+from .validate import Reject, check_request, check_response
+
+
+def _never_send_to(host):
+    """Broadcast and multicast destinations are never answered (RFC 4475 §3.3.10)."""
+    try:
+        addr = ipaddress.ip_address(host)
+    except ValueError:
+        return True  # a reply goes to an address we saw, never to a name
+    return addr.is_multicast or addr.is_unspecified or str(addr) == "255.255.255.255"
+
+
+def reply_to(request, source):
+    """Where responses go (RFC 3261 §18.2.2, RFC 3581): over the connection the
+    request came on; for UDP to the source address, at rport if asked for,
+    else the Via port."""
+    if source.reliable:
+        return source
+    try:
+        via = request.via
+    except ParseError:
+        return source
+    port = source.port if via.rport is not None else (via.port or 5060)
+    return Peer("udp", source.host, port, source.conn)
+
+
+def stamp_via(request, source):
+    """Add received (and fill rport) to the top Via (RFC 3261 §18.2.1, RFC 3581)."""
+    via = request.via
+    rport = via.rport is not None
+    if not rport and via.host.strip("[]").lower() == source.host:
+        return
+    via.set_param("received", source.host)
+    if rport:
+        via.set_param("rport", str(source.port))
+    headers = request.headers
+    for i, (key, name, value) in enumerate(headers):
+        if key == "via":
+            rest = value.split(",", 1)[1] if "," in value else None
+            headers[i] = (key, name, str(via) if rest is None else f"{via},{rest}")
+            break
+    request._raw = None  # the cached Via stays valid: it is the object we changed
+
+
+class Stack:
+    def __init__(self, ids, limits=DEFAULT_LIMITS, t1=0.5, t2=4.0, t4=5.0, server_header="sbc"):
+        self.limits = limits
+        self.server_header = server_header
+        self.ids = ids
+        self.transactions = tx.Transactions(new_branch=ids.branch, new_tag=ids.tag,
+                                            t1=t1, t2=t2, t4=t4)
+
+    # -- inputs -------------------------------------------------------------------
+    def received(self, msg, source, now):
+        if type(msg) is not Request:
+            if not check_response(msg):
+                return [Drop("unparseable", source.transport)]
+            return self._up(self.transactions.response_received(msg, source, now), source, now)
+        reject = check_request(msg, self.limits)
+        if reject is not None:
+            return self._reject(msg, reject, source)
+        stamp_via(msg, source)
+        return self._up(self.transactions.request_received(msg, reply_to(msg, source), now), source, now)
+
+    def malformed(self, error, source, now):
+        request = error.partial
+        if request is None:
+            return [Drop("unparseable", source.transport)]
+        return self._reject(request, Reject(error.status, error.reason), source)
+
+    def expire(self, now):
+        return self._up(self.transactions.expire(now), None, now)
+
+    def next_deadline(self):
+        return self.transactions.next_deadline()
+
+    # -- the transaction user ---------------------------------------------------
+    def _up(self, effects, source, now):
+        """Carry out what the transaction layer passes up; return wire effects."""
+        out = []
+        for effect in effects:
+            kind = type(effect)
+            if kind is Send:
+                out.append(effect)
+            elif kind is Drop:
+                out.append(Drop(effect.reason, effect.transport or getattr(source, "transport", "")))
+            elif kind is tx.RequestIn:
+                out.extend(self._serve(effect, now))
+            elif kind is tx.ResponseIn:
+                out.append(Drop("response_no_transaction", effect.source.transport))
+            elif kind is tx.AckIn:
+                out.append(Drop("ack_no_dialog", effect.source.transport))
+        return out
+
+    def _serve(self, event, now):
+        req = event.request
+        try:
+            verdict = answer(req, self.ids.nonce)
+        except ParseError as e:
+            verdict = Reject(e.status, e.reason)
+        resp = self._response(req, verdict)
+        return self.transactions.send_response(event.txn, resp, now)
+
+    def _response(self, req, verdict):
+        try:
+            to_tag = self.ids.tag() if req.to.tag is None else None
+        except ParseError:
+            to_tag = None  # an unparseable To gets no tag; the answer is a 4xx anyway
+        extra = list(verdict.headers)
+        if self.server_header:
+            extra.append(("Server", self.server_header))
+        return make_response(req, verdict.status, verdict.reason, to_tag=to_tag, extra=extra)
+
+    def _reject(self, req, verdict, source):
+        """Answer a bad request statelessly; an ACK is never answered."""
+        if req.method == "ACK":
+            return [Drop("unparseable", source.transport)]
+        dest = reply_to(req, source)
+        if _never_send_to(dest.host):
+            return [Drop("broadcast", source.transport)]
+        return [Send(self._response(req, verdict), dest)]
