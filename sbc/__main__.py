@@ -53,6 +53,8 @@ def _logging(level):
                                 formatEvent, globalLogBeginner)
 
     def emit(event):
+        if event.get("log_namespace") == "log_legacy" and event["log_level"] < LogLevel.warn:
+            return  # Twisted's own "X starting on N" chatter; our ready line says it all
         text = formatEvent(event)
         if "log_failure" in event:
             text = f"{text}\n{event['log_failure'].getTraceback()}"
@@ -63,6 +65,10 @@ def _logging(level):
     predicate = LogLevelFilterPredicate(defaultLogLevel=LogLevel.levelWithName(level))
     globalLogBeginner.beginLoggingTo([FilteringLogObserver(emit, [predicate])],
                                      redirectStandardIO=False)
+
+
+def _hostport(host, port):
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def run(args):
@@ -94,7 +100,10 @@ def run(args):
         log.critical("cannot start: {error}", error=e)
         return 1
     sip = top.getServiceNamed("sip")
-    listening = ", ".join(f"{t} {a}:{p}" for t, a, p in sip.bound())
+    listening = ", ".join(f"{t} {_hostport(a, p)}" for t, a, p in sip.bound())
+    if config.metrics.enabled:
+        port = top.getServiceNamed("metrics")._port.getHost()
+        listening += f", metrics http://{_hostport(port.host, port.port)}/metrics"
     log.info("sbc {version} ready: {listening}; state in {state}", version=__version__,
              listening=listening, state=top.state_dir)
     notifier = Notifier.from_environ(os.environ)

@@ -97,7 +97,9 @@ def make_service(config: cfg.Config, reactor, environ=None, metrics=None):
                      tls_client=tls_client)
     sip.setServiceParent(top)
     if config.metrics.enabled:
-        web = internet.TCPServer(config.metrics.port, metrics_site(metrics.registry),
+        site = metrics_site(metrics.registry)
+        site.noisy = False
+        web = internet.TCPServer(config.metrics.port, site,
                                  interface=config.metrics.address, reactor=reactor)
         web.setName("metrics")
         web.setServiceParent(top)
