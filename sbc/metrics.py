@@ -9,6 +9,7 @@ the number of time series.  docs/metrics.md lists every metric.
 import platform
 from importlib import metadata
 
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -26,6 +27,7 @@ __all__ = [
     "Metrics",
     "PARSE_ERROR_REASONS",
     "REJECT_REASONS",
+    "TIMEOUT_REASONS",
     "RFC_METHODS",
     "TRANSACTION_KINDS",
     "TRANSPORTS",
@@ -47,6 +49,9 @@ PARSE_ERROR_REASONS = frozenset(
 DROP_REASONS = frozenset(
     {
         "response_no_transaction",
+        "ack_no_dialog",
+        "no_socket",
+        "no_tls_client",
         "unparseable",
         "broadcast",
         "acl",
@@ -56,6 +61,33 @@ DROP_REASONS = frozenset(
     }
 )
 REJECT_REASONS = frozenset({"per_ip_limit", "total_limit"})
+TIMEOUT_REASONS = ("idle", "slow_header")
+
+
+class _TransactionCollector:
+    """sbc_sip_transactions_active and _total, read from the table when scraped."""
+
+    def __init__(self):
+        self.active = self.created = lambda: {}
+
+    def describe(self):
+        return self._families({}, {})
+
+    def collect(self):
+        return self._families(self.active(), self.created())
+
+    @staticmethod
+    def _families(active, created):
+        gauge = GaugeMetricFamily("sbc_sip_transactions_active",
+                                  "SIP transactions in progress, by kind (ict, ist, nict, nist).",
+                                  labels=["kind"])
+        counter = CounterMetricFamily("sbc_sip_transactions",
+                                      "SIP transactions created, by kind (ict, ist, nict, nist).",
+                                      labels=["kind"])
+        for kind in TRANSACTION_KINDS:
+            gauge.add_metric([kind], active.get(kind, 0))
+            counter.add_metric([kind], created.get(kind, 0))
+        return [gauge, counter]
 
 
 def method_label(method):
@@ -144,18 +176,9 @@ class Metrics:
             ["transport", "reason"],
             registry=r,
         )
-        self.transactions_active = Gauge(
-            "sbc_sip_transactions_active",
-            "SIP transactions in progress, by kind (ict, ist, nict, nist).",
-            ["kind"],
-            registry=r,
-        )
-        self.transactions = Counter(
-            "sbc_sip_transactions_total",
-            "SIP transactions created, by kind (ict, ist, nict, nist).",
-            ["kind"],
-            registry=r,
-        )
+        # Read from the transaction table at scrape time: no per-message cost.
+        self._transactions = _TransactionCollector()
+        r.register(self._transactions)
         self.tls_handshake_failures = Counter(
             "sbc_tls_handshake_failures_total",
             "TLS connections whose handshake failed, by direction (inbound "
@@ -176,6 +199,14 @@ class Metrics:
             ["transport", "reason"],
             registry=r,
         )
+        self.connections_timed_out = Counter(
+            "sbc_connections_timed_out_total",
+            "SIP stream connections closed by sbc for silence: idle (no bytes "
+            "for tcp.idle_timeout) or slow_header (a message not complete "
+            "within tcp.header_timeout).",
+            ["transport", "reason"],
+            registry=r,
+        )
         self.build_info = Gauge(
             "sbc_build_info",
             "Always 1; labels give the versions of sbc, Python and Twisted running.",
@@ -190,11 +221,11 @@ class Metrics:
 
         # Series with a fixed, small label set start at zero so that rate()
         # and absent-alerts work before the first event.
-        for kind in TRANSACTION_KINDS:
-            self.transactions_active.labels(kind=kind)
-            self.transactions.labels(kind=kind)
         for direction in DIRECTIONS:
             self.tls_handshake_failures.labels(direction=direction)
+        for transport in ("tcp", "tls"):
+            for reason in TIMEOUT_REASONS:
+                self.connections_timed_out.labels(transport, reason)
 
         if process:
             # process_start_time_seconds, process_cpu_seconds_total, ...,
@@ -227,15 +258,16 @@ class Metrics:
         """Count a message discarded silently; `reason` one of DROP_REASONS."""
         self.dropped.labels(_one_of(transport, TRANSPORTS), _one_of(reason, DROP_REASONS)).inc()
 
-    def transaction_started(self, kind):
-        """A transaction of `kind` (ict, ist, nict, nist) was created."""
-        kind = _checked(kind, TRANSACTION_KINDS)
-        self.transactions.labels(kind=kind).inc()
-        self.transactions_active.labels(kind=kind).inc()
+    def track_transactions(self, active, created):
+        """Export transaction counts from two callables returning {kind: n}."""
+        self._transactions.active = active
+        self._transactions.created = created
 
-    def transaction_ended(self, kind):
-        """A transaction of `kind` reached TERMINATED and was removed."""
-        self.transactions_active.labels(kind=_checked(kind, TRANSACTION_KINDS)).dec()
+    def connection_timed_out(self, transport, reason):
+        """Count a connection closed for silence; `reason` "idle" or "slow_header"."""
+        self.connections_timed_out.labels(
+            _one_of(transport, TRANSPORTS), _checked(reason, TIMEOUT_REASONS)
+        ).inc()
 
     def tls_handshake_failed(self, direction):
         """Count a failed TLS handshake; `direction` "inbound" or "outbound"."""

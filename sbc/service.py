@@ -87,9 +87,7 @@ def make_service(config: cfg.Config, reactor, environ=None, metrics=None):
     state = state_dir(config, environ)
     metrics = metrics or Metrics()
     stack = make_stack(config)
-    for kind in ("ict", "ist", "nict", "nist"):
-        metrics.transactions_active.labels(kind=kind).set_function(
-            lambda kind=kind: stack.transactions.active_counts().get(kind, 0))
+    metrics.track_transactions(stack.transactions.active_counts, stack.transactions.created_counts)
     tls_server, tls_client = tls_contexts(config, state)
     top = service.MultiService()
     sip = SIPService(stack, config.listeners, reactor=reactor, metrics=metrics,

@@ -79,7 +79,8 @@ class SIPStreamProtocol(HandshakeTracking, protocol.Protocol):
         # Slow-header defence: a started message must complete in time.
         if self.framer.pending:
             if self._slow is None:
-                self._slow = self.sip.reactor.callLater(self.sip.tcp.header_timeout, self._timeout, "slow")
+                self._slow = self.sip.reactor.callLater(self.sip.tcp.header_timeout, self._timeout,
+                                                       "slow_header")
         elif self._slow is not None:
             self._slow.cancel()
             self._slow = None
@@ -280,7 +281,7 @@ class SIPService(service.Service):
             self.metrics.connection_closed(conn.kind)
 
     def timed_out(self, conn, why):
-        self.metrics.drop(conn.kind, f"{why}_timeout")
+        self.metrics.connection_timed_out(conn.kind, why)
 
     def handshake_failed(self, conn):
         self.metrics.tls_handshake_failed("inbound")

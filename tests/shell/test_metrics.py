@@ -29,6 +29,7 @@ EXPECTED = {
     "sbc_tls_handshake_failures_total": ("counter", {"direction"}),
     "sbc_connections_open": ("gauge", {"transport"}),
     "sbc_connections_rejected_total": ("counter", {"transport", "reason"}),
+    "sbc_connections_timed_out_total": ("counter", {"transport", "reason"}),
     "sbc_build_info": ("gauge", {"version", "python", "twisted"}),
 }
 
@@ -170,19 +171,21 @@ class DefinitionTests(unittest.TestCase):
         self.assertEqual(labels, {"transport": "udp", "reason": "other"})
 
     def test_transactions(self):
-        """Starting and ending transactions moves the gauge and the counter."""
+        """Transaction counts are read from the table's own counters at scrape time."""
         m = Metrics()
-        m.transaction_started("ist")
-        m.transaction_started("ist")
-        m.transaction_ended("ist")
+        counts = {"active": {"ist": 1}, "created": {"ist": 2}}
+        m.track_transactions(lambda: counts["active"], lambda: counts["created"])
         active = {s["kind"]: v for s, v in samples(m, "sbc_sip_transactions_active")}
         total = {s["kind"]: v for s, v in samples(m, "sbc_sip_transactions_total")}
         self.assertEqual((active["ist"], total["ist"]), (1, 2))
+        counts["active"] = {"ist": 0}
+        active = {s["kind"]: v for s, v in samples(m, "sbc_sip_transactions_active")}
+        self.assertEqual(active["ist"], 0)
 
     def test_bad_kind_is_a_bug(self):
-        """A transaction kind or direction sbc does not define raises ValueError."""
+        """A handshake direction or timeout reason sbc does not define raises ValueError."""
         m = Metrics()
-        self.assertRaises(ValueError, m.transaction_started, "dialog")
+        self.assertRaises(ValueError, m.connection_timed_out, "tcp", "bored")
         self.assertRaises(ValueError, m.tls_handshake_failed, "sideways")
 
     def test_connections(self):
@@ -253,7 +256,8 @@ class SiteTests(unittest.TestCase):
         self.assertTrue(ctype.startswith(b"application/openmetrics-text"), ctype)
         text = body.decode()
         self.assertIn("# TYPE sbc_build_info gauge", text)
-        self.assertIn("sbc_sip_transactions_created", text)
+        self.assertIn("sbc_tls_handshake_failures_created", text)
+        self.assertIn('sbc_sip_transactions_total{kind="ist"} 0', text)
         self.assertTrue(text.endswith("# EOF\n"))
 
     @inlineCallbacks
