@@ -7,13 +7,12 @@ bytes: a header section or body past the limits is an error that ends the
 connection.
 """
 
-import re
 from dataclasses import dataclass
 
 from ..errors import ParseError
+from .headers import DIGITS
 from .message import DEFAULT_LIMITS, parse
-
-_LENGTH = re.compile(rb"^(?:content-length|l)[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$", re.I | re.M)
+from .message import find_header
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,13 +83,14 @@ class StreamFramer:
         return out
 
     def _content_length(self, head):
-        values = set(_LENGTH.findall(head))
+        lines = head[head.find(b"\r\n"):]  # from the CRLF ending the start line
+        values = set(find_header(lines, lines.lower(), "content-length"))
         if not values:
             raise ParseError("Missing Content-Length header", kind="content_length")
         if len(values) > 1:
             raise ParseError("Conflicting Content-Length headers", kind="content_length")
         value = values.pop()
-        if not value.isdigit():
+        if not DIGITS.match(value):
             raise ParseError("Invalid Content-Length header", kind="content_length")
         length = int(value)
         if length > self.limits.max_body_size:

@@ -7,6 +7,7 @@ phrase precise enough to send back in a 400.
 
 import re
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from ..errors import ParseError
 from .uri import AbsoluteURI, parse_uri, split_host_port
@@ -14,7 +15,7 @@ from .uri import AbsoluteURI, parse_uri, split_host_port
 TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _VIA = re.compile(r"\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+"
                   r"(\[[^\]]*\]|[^\s:;]+)(?:\s*:\s*([^\s;]*))?\s*\Z")
-_DIGITS = re.compile(r"[0-9]+\Z")
+DIGITS = _DIGITS = re.compile(r"[0-9]+\Z")
 _LWS = re.compile(r"\s+")
 
 MAX_UINT32 = 2**32 - 1
@@ -167,7 +168,31 @@ class Via:
         return f"SIP/2.0/{self.transport} {hostport}{_params_text(self.params)}"
 
 
+_TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
+# The common shapes, matched in one go; anything else takes the general path.
+_PARAMS_FAST = rf"((?:;[{_TOKEN_CHARS}]+(?:=[{_TOKEN_CHARS}:\[\]]+)?)*)"
+_VIA_FAST = re.compile(rf"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?)"
+                       rf"(?::([0-9]{{1,5}}))?{_PARAMS_FAST}\Z")
+_ADDR_FAST = re.compile(rf'(?:"([^"\\]*)" ?|([{_TOKEN_CHARS}]+(?: [{_TOKEN_CHARS}]+)*) ?)?'
+                        rf"<([^<>\s\"]+)>{_PARAMS_FAST}\Z")
+
+
+def _fast_params(text):
+    if not text:
+        return []
+    out = []
+    for part in text[1:].split(";"):
+        name, eq, value = part.partition("=")
+        out.append((name, value if eq else None))
+    return out
+
+
 def parse_via(value):
+    m = _VIA_FAST.match(value)
+    if m is not None:
+        transport, host, port, params = m.groups()
+        if port is None or int(port) <= 65535:
+            return Via(transport.upper(), host, port and int(port), _fast_params(params))
     semi = value.find(";")
     head, tail = (value, "") if semi < 0 else (value[:semi], value[semi:])
     m = _VIA.match(head)
@@ -213,6 +238,11 @@ STAR = "*"
 
 def parse_address(value, what="address"):
     """Parse name-addr / addr-spec followed by header params."""
+    m = _ADDR_FAST.match(value)
+    if m is not None:
+        quoted, tokens, uri, params = m.groups()
+        return Address(_uri(uri, what), quoted if quoted is not None else tokens,
+                       _fast_params(params))
     value = value.strip()
     if not value:
         raise ParseError(f"Empty {what} header")
@@ -227,6 +257,9 @@ def parse_address(value, what="address"):
         value = rest
     else:
         lt = value.find("<")
+        semi = value.find(";")
+        if 0 <= semi < lt:
+            lt = -1  # the '<' is inside a parameter of an addr-spec
     if lt >= 0:
         tokens = value[:lt].strip()
         if tokens:
@@ -259,8 +292,7 @@ def _uri(text, what):
         raise ParseError(f"{e.reason} in {what} header") from None
 
 
-@dataclass(slots=True, frozen=True)
-class CSeq:
+class CSeq(NamedTuple):
     seq: int
     method: str
 
@@ -268,14 +300,17 @@ class CSeq:
         return f"{self.seq} {self.method}"
 
 
+_CSEQ = re.compile(r"[ \t]*([0-9]+)[ \t]+([A-Za-z0-9\-.!%*_+`'~]+)[ \t]*\Z")
+
+
 def parse_cseq(value):
-    parts = value.split()
-    if len(parts) != 2 or not _DIGITS.match(parts[0]) or not TOKEN.match(parts[1]):
+    m = _CSEQ.match(value)
+    if m is None:
         raise ParseError("Invalid CSeq header")
-    seq = int(parts[0])
+    seq = int(m.group(1))
     if seq > MAX_UINT32:
         raise ParseError("CSeq number out of range")
-    return CSeq(seq, parts[1])
+    return CSeq(seq, m.group(2))
 
 
 def parse_uint(value, what, maximum=MAX_UINT32):
@@ -305,8 +340,8 @@ def parse_media_type(value):
 
 def parse_auth(value):
     """Challenge or credentials: ('Digest', {'realm': 'x', ...}) names lower-cased."""
-    value = value.strip()
-    scheme, _, rest = value.partition(" ")
+    parts = value.split(None, 1)
+    scheme, rest = (parts + ["", ""])[:2] if parts else ("", "")
     if not TOKEN.match(scheme):
         raise ParseError("Invalid authentication header")
     params = {}

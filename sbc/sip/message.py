@@ -6,6 +6,7 @@ CSeq...) are parsed on first access and cached. An unmodified message is
 serialized from the bytes it was parsed from, so it round-trips exactly.
 """
 
+import re
 from dataclasses import dataclass
 
 from ..errors import ParseError
@@ -78,30 +79,162 @@ def spell(key):
     return SPELLING.get(key) or "-".join(p.capitalize() for p in key.split("-"))
 
 
-class Message:
-    """Common part of requests and responses: headers, body, lazy accessors."""
+# Exact spellings seen on the wire -> key; saves lower() and a lookup per line.
+_KEYS = {}
+for _key in ("via", "from", "to", "call-id", "cseq", "contact", "max-forwards", "content-length",
+             "content-type", "route", "record-route", "allow", "supported", "require",
+             "proxy-require", "user-agent", "server", "expires", "accept", "date", "subject",
+             "authorization", "proxy-authorization", "www-authenticate", "proxy-authenticate",
+             "p-asserted-identity", "session-expires", "min-se", "rseq", "rack", "event",
+             "privacy", "diversion", "reason", "timestamp", "allow-events", "organization"):
+    for _spelling in (_key, spell(_key)):
+        _KEYS[_spelling] = _key
+_KEYS.update(COMPACT)
+_KEYS.update({k.upper(): v for k, v in COMPACT.items()})
+_KEYS_MAX = 512  # spellings learned from traffic, bounded so a peer cannot grow it forever
+_WS = " \t"
 
-    __slots__ = ("headers", "_body", "_raw", "_cache")
+
+def _split_headers(lines, limits):
+    """Header lines to [(key, name, value)]; folded lines joined with one SP.
+
+    Returns (headers, defect): a malformed line is skipped and the first such
+    problem returned as a ParseError, so that a request can still be answered.
+    """
+    out = []
+    defect = None
+    keys = _KEYS
+    for line in lines:
+        name, colon, value = line.partition(":")
+        key = keys.get(name)
+        if key is not None and colon:
+            out.append((key, name, value.strip(_WS)))
+            continue
+        if line[:1] in (" ", "\t"):
+            if not out:
+                defect = defect or ParseError("Continuation line before the first header", kind="header")
+                continue
+            key, name, value = out[-1]
+            more = line.strip(_WS)
+            out[-1] = (key, name, f"{value} {more}" if value else more)
+            continue
+        bare = name.rstrip(_WS)
+        if not colon or not bare:
+            defect = defect or ParseError(f"Malformed header line: {line[:40]!r}", kind="header")
+            continue
+        if " " in bare or "\t" in bare:
+            defect = defect or ParseError("Malformed header name", kind="header")
+            continue
+        key = bare.lower()
+        key = COMPACT.get(key, key)
+        if bare == name and len(keys) < _KEYS_MAX and h.TOKEN.match(name):
+            keys[name] = key
+        out.append((key, bare, value.strip(_WS)))
+    return out, defect
+
+
+def find_header(head, lower, key):
+    """Values of header `key` found by searching the raw header bytes, without
+    splitting them into lines: what makes an unread header nearly free.
+
+    `head` starts with CRLF (the one ending the start line); `lower` is
+    head.lower(). Mirrors _split_headers: folding joined with one SP.
+    """
+    return [_value(head, m.end()) for m in _SEARCH[key].finditer(lower)]
+
+
+def _value(head, start):
+    end = head.find(b"\r\n", start)
+    if end < 0:
+        return head[start:].strip(b" \t").decode("utf-8", "surrogateescape")
+    if head[end + 2] not in _FOLD:
+        return head[start:end].strip(b" \t").decode("utf-8", "surrogateescape")
+    parts = [head[start:end].strip(b" \t")]
+    while head[end + 2:end + 3] in (b" ", b"\t"):  # folded: continuation lines
+        nxt = head.find(b"\r\n", end + 2)
+        nxt = len(head) if nxt < 0 else nxt
+        parts.append(head[end + 2:nxt].strip(b" \t"))
+        end = nxt
+    return b" ".join(p for p in parts if p).decode("utf-8", "surrogateescape")
+
+
+_FOLD = (32, 9)  # SP, HTAB starting a continuation line
+_LONG = {v: k for k, v in COMPACT.items()}
+
+
+class _Search(dict):
+    """key -> compiled search for its header lines (long and compact names)."""
+
+    def __missing__(self, key):
+        names = [re.escape(key.encode())]
+        if key in _LONG:
+            names.append(re.escape(_LONG[key].encode()))
+        pattern = self[key] = re.compile(rb"\r\n(?:" + b"|".join(names) + rb")[ \t]*:")
+        return pattern
+
+
+_SEARCH = _Search()
+
+
+class Message:
+    """Common part of requests and responses: headers, body, lazy accessors.
+
+    A parsed message keeps its header bytes and splits them into
+    `headers` [(key, name, value)] only when something needs the whole list;
+    `get` on an unsplit message searches the bytes instead.
+    """
+
+    __slots__ = ("_headers", "_head", "_lower", "_limits", "_defect", "_body", "_raw", "_cache")
 
     def __init__(self, headers=None, body=b""):
-        self.headers = headers if headers is not None else []  # [(key, name, value)]
+        self._headers = headers if headers is not None else []
+        self._head = None
+        self._lower = None
+        self._defect = None
         self._body = body
         self._raw = None
-        self._cache = None
+        self._cache = {}
+
+    @property
+    def headers(self):
+        headers = self._headers
+        if headers is None:
+            text = self._head.decode("utf-8", "surrogateescape")
+            headers, self._defect = _split_headers(text.split("\r\n")[1:], self._limits)
+            self._headers = headers
+            self._head = self._lower = None
+        return headers
+
+    @headers.setter
+    def headers(self, value):
+        self._headers = value
+        self._head = self._lower = None
+        self._changed()
+
+    @property
+    def defect(self):
+        """The first malformed header line (a ParseError), or None."""
+        self.headers  # noqa: B018 - splitting finds the defects
+        return self._defect
 
     # -- raw header access ---------------------------------------------------
     def get(self, name, default=None):
         """Value of the first header line called `name` (any spelling or compact form)."""
-        key = header_key(name)
-        for k, _, value in self.headers:
+        key = _KEYS.get(name) or header_key(name)
+        if self._headers is None:
+            m = _SEARCH[key].search(self._lower)
+            return default if m is None else _value(self._head, m.end())
+        for k, _, value in self._headers:
             if k == key:
                 return value
         return default
 
     def get_all(self, name):
         """Values of every header line called `name`, in order."""
-        key = header_key(name)
-        return [v for k, _, v in self.headers if k == key]
+        key = _KEYS.get(name) or header_key(name)
+        if self._headers is None:
+            return find_header(self._head, self._lower, key)
+        return [v for k, _, v in self._headers if k == key]
 
     def values(self, name):
         """List elements of a comma-list header across all its lines."""
@@ -111,45 +244,45 @@ class Message:
         return out
 
     def count(self, name):
-        key = header_key(name)
-        return sum(1 for k, _, _ in self.headers if k == key)
+        return len(self.get_all(name))
 
     def __contains__(self, name):
         return self.get(name) is not None
 
     def _changed(self):
         self._raw = None
-        self._cache = None
+        self._cache.clear()
 
     def set(self, name, value):
         """Replace every `name` header by one with `value` (at the first one's place)."""
         key = header_key(name)
-        out, placed = [], False
-        for item in self.headers:
-            if item[0] == key:
-                if not placed:
-                    out.append((key, item[1], str(value)))
-                    placed = True
-            else:
-                out.append(item)
-        if not placed:
-            out.append((key, spell(key), str(value)))
-        self.headers = out
-        self._changed()
+        value = str(value)
+        headers = self.headers
+        at = next((i for i, item in enumerate(headers) if item[0] == key), None)
+        if at is None:
+            headers.append((key, spell(key), value))
+        else:
+            headers[at] = (key, headers[at][1], value)
+            if any(item[0] == key for item in headers[at + 1:]):
+                headers[at + 1:] = [item for item in headers[at + 1:] if item[0] != key]
+        self._raw = None
+        self._cache.clear()
 
     def add(self, name, value, first=False):
         key = header_key(name)
         item = (key, spell(key), str(value))
+        headers = self.headers
         if first:
-            at = next((i for i, (k, _, _) in enumerate(self.headers) if k == key), 0)
-            self.headers.insert(at, item)
+            at = next((i for i, (k, _, _) in enumerate(headers) if k == key), 0)
+            headers.insert(at, item)
         else:
-            self.headers.append(item)
+            headers.append(item)
         self._changed()
 
     def remove(self, name):
         key = header_key(name)
-        self.headers = [item for item in self.headers if item[0] != key]
+        headers = self.headers
+        headers[:] = [item for item in headers if item[0] != key]
         self._changed()
 
     @property
@@ -162,36 +295,39 @@ class Message:
         self._changed()
 
     # -- structured accessors (parsed once, cached) ------------------------
-    def _cached(self, key, build):
-        cache = self._cache
-        if cache is None:
-            cache = self._cache = {}
-        elif key in cache:
-            return cache[key]
-        value = cache[key] = build()
-        return value
-
-    def _required(self, name):
-        value = self.get(name)
+    def _required(self, key):
+        value = self.get(key)
         if value is None:
-            raise ParseError(f"Missing {spell(name)} header", kind="header")
+            raise ParseError(f"Missing {spell(key)} header", kind="header")
         return value
 
     @property
     def call_id(self):
-        return self._required("call-id").strip()
+        value = self._cache.get("call-id")
+        if value is None:
+            value = self._cache["call-id"] = self._required("call-id")
+        return value
 
     @property
     def cseq(self):
-        return self._cached("cseq", lambda: h.parse_cseq(self._required("cseq")))
+        value = self._cache.get("cseq")
+        if value is None:
+            value = self._cache["cseq"] = h.parse_cseq(self._required("cseq"))
+        return value
 
     @property
     def from_(self):
-        return self._cached("from", lambda: h.parse_address(self._required("from"), "From"))
+        value = self._cache.get("from")
+        if value is None:
+            value = self._cache["from"] = h.parse_address(self._required("from"), "From")
+        return value
 
     @property
     def to(self):
-        return self._cached("to", lambda: h.parse_address(self._required("to"), "To"))
+        value = self._cache.get("to")
+        if value is None:
+            value = self._cache["to"] = h.parse_address(self._required("to"), "To")
+        return value
 
     @property
     def from_tag(self):
@@ -204,27 +340,38 @@ class Message:
     @property
     def via(self):
         """The top Via, parsed without touching the others."""
-        return self._cached("via", lambda: h.parse_via(h.split_list(self._required("via"))[0]))
+        value = self._cache.get("via")
+        if value is None:
+            top = self._required("via")
+            if "," in top:
+                top = h.split_list(top)[0]
+            value = self._cache["via"] = h.parse_via(top)
+        return value
+
+    def _list(self, key, build):
+        value = self._cache.get(key)
+        if value is None:
+            value = self._cache[key] = build()
+        return value
 
     @property
     def vias(self):
-        return self._cached("vias", lambda: [h.parse_via(v) for v in self.values("via")])
+        return self._list("vias", lambda: [h.parse_via(v) for v in self.values("via")])
 
     @property
     def contacts(self):
         """Contact values; a wildcard Contact gives [headers.STAR]."""
-        def build():
-            return [h.STAR if v == "*" else h.parse_address(v, "Contact") for v in self.values("contact")]
-        return self._cached("contact", build)
+        return self._list("contact", lambda: [h.STAR if v == "*" else h.parse_address(v, "Contact")
+                                              for v in self.values("contact")])
 
     @property
     def routes(self):
-        return self._cached("route", lambda: [h.parse_address(v, "Route") for v in self.values("route")])
+        return self._list("route", lambda: [h.parse_address(v, "Route") for v in self.values("route")])
 
     @property
     def record_routes(self):
-        return self._cached("record-route", lambda: [h.parse_address(v, "Record-Route")
-                                                     for v in self.values("record-route")])
+        return self._list("record-route", lambda: [h.parse_address(v, "Record-Route")
+                                                   for v in self.values("record-route")])
 
     @property
     def max_forwards(self):
@@ -234,27 +381,29 @@ class Message:
     @property
     def content_type(self):
         value = self.get("content-type")
-        return None if value is None else self._cached("content-type", lambda: h.parse_media_type(value))
+        return None if value is None else self._list("content-type", lambda: h.parse_media_type(value))
 
     # -- serialization ----------------------------------------------------------
     def start_line(self):
         raise NotImplementedError
 
     def __bytes__(self):
-        if self._raw is not None:
-            return self._raw
-        lines = [self.start_line()]
-        has_length = False
-        for key, name, value in self.headers:
-            if key == "content-length":
-                if has_length:
+        raw = self._raw
+        if raw is not None:
+            return raw
+        length = str(len(self._body))
+        lines = []
+        seen = False
+        for k, n, v in self.headers:
+            if k == "content-length":  # always the real length, once, where it was
+                if seen:
                     continue
-                value, has_length = str(len(self._body)), True
-            lines.append(f"{name}: {value}")
-        if not has_length:
-            lines.append(f"Content-Length: {len(self._body)}")
-        lines.append("\r\n")
-        raw = "\r\n".join(lines).encode("utf-8", "surrogateescape") + self._body
+                seen, v = True, length
+            lines.append(f"{n}: {v}")
+        if not seen:
+            lines.append(f"Content-Length: {length}")
+        raw = (f"{self.start_line()}\r\n" + "\r\n".join(lines) + "\r\n\r\n").encode(
+            "utf-8", "surrogateescape") + self._body
         self._raw = raw
         return raw
 
@@ -263,14 +412,17 @@ class Request(Message):
     __slots__ = ("method", "uri")
 
     def __init__(self, method, uri, headers=None, body=b""):
-        super().__init__(headers, body)
+        self._headers = headers if headers is not None else []
+        self._head = self._lower = self._defect = self._raw = None
+        self._body = body
+        self._cache = {}
         self.method = method
         self.uri = str(uri)
 
     @property
     def request_uri(self):
         from .uri import parse_uri
-        return self._cached("ruri", lambda: parse_uri(self.uri))
+        return self._list("ruri", lambda: parse_uri(self.uri))
 
     def start_line(self):
         return f"{self.method} {self.uri} SIP/2.0"
@@ -283,7 +435,10 @@ class Response(Message):
     __slots__ = ("status", "reason")
 
     def __init__(self, status, reason=None, headers=None, body=b""):
-        super().__init__(headers, body)
+        self._headers = headers if headers is not None else []
+        self._head = self._lower = self._defect = self._raw = None
+        self._body = body
+        self._cache = {}
         self.status = status
         self.reason = REASONS.get(status, "Unknown") if reason is None else reason
 
@@ -294,43 +449,17 @@ class Response(Message):
         return f"<Response {self.status} {self.reason}>"
 
 
-def _split_headers(lines, limits):
-    """Header lines to [(key, name, value)]; folded lines joined with one SP."""
-    out = []
-    if len(lines) > limits.max_headers:
-        raise ParseError("Too Many Headers", kind="too_large")
-    max_len = limits.max_header_length
-    for line in lines:
-        if len(line) > max_len:
-            raise ParseError("Header Too Long", kind="too_large")
-        if line[:1] in (" ", "\t"):
-            if not out:
-                raise ParseError("Continuation line before the first header", kind="header")
-            key, name, value = out[-1]
-            value = f"{value} {line.strip()}" if value else line.strip()
-            if len(value) > max_len:
-                raise ParseError("Header Too Long", kind="too_large")
-            out[-1] = (key, name, value)
-            continue
-        colon = line.find(":")
-        if colon <= 0:
-            raise ParseError(f"Malformed header line: {line[:40]!r}", kind="header")
-        name = line[:colon].rstrip(" \t")
-        if not name or " " in name or "\t" in name:
-            raise ParseError("Malformed header name", kind="header")
-        key = name.lower()
-        out.append((COMPACT.get(key, key), name, line[colon + 1:].strip()))
-    return out
+_DIGITS = h._DIGITS
 
 
 def _start(line):
     """Parse the start line into a bare Request or Response."""
-    if line.startswith("SIP/"):
+    if line[:4].upper() == "SIP/":
         parts = line.split(" ", 2)
-        if len(parts) < 3 or parts[0] != "SIP/2.0":
+        if len(parts) < 3 or parts[0].upper() != "SIP/2.0":
             raise ParseError("Malformed Status-Line", kind="start_line")
         code = parts[1]
-        if len(code) != 3 or not code.isdigit() or not 100 <= int(code) <= 699:
+        if len(code) != 3 or not _DIGITS.match(code) or not 100 <= int(code) <= 699:
             raise ParseError("Invalid status code", kind="start_line")
         return Response(int(code), parts[2])
     parts = line.split(" ")
@@ -339,8 +468,8 @@ def _start(line):
     method, uri, version = parts
     if not h.TOKEN.match(method):
         raise ParseError("Invalid method", kind="start_line")
-    if version != "SIP/2.0":
-        if version.upper().startswith("SIP/"):
+    if version != "SIP/2.0" and version.upper() != "SIP/2.0":
+        if version[:4].upper() == "SIP/":
             raise ParseError("Version Not Supported", 505, kind="start_line")
         raise ParseError("Malformed Request-Line", kind="start_line")
     if uri[0] == "<":
@@ -348,17 +477,31 @@ def _start(line):
     return Request(method, uri)
 
 
-def _partial(start, lines, limits):
+def _too_long(head, limit):
+    """Is any header, folded lines included, longer than `limit`?"""
+    size = 0
+    for line in head.split(b"\r\n"):
+        size = size + len(line) if line[:1] in (b" ", b"\t") else len(line)
+        if size > limit:
+            return True
+    return False
+
+
+def _lazy(msg, head, limits):
+    """Attach unsplit header bytes (starting with the CRLF after the start line)."""
+    msg._headers = None
+    msg._head = head
+    msg._lower = head.lower()
+    msg._limits = limits
+    return msg
+
+
+def _partial(start, head, limits):
     """Best effort for an error reply: headers of a message whose start line failed."""
     method = start.split(" ", 1)[0]
-    if start.startswith("SIP/") or not method:
+    if start[:4].upper() == "SIP/" or not method:
         return None
-    msg = Request(method, "")
-    try:
-        msg.headers = _split_headers(lines, limits)
-    except ParseError:
-        return None
-    return msg
+    return _lazy(Request(method, ""), head, limits)
 
 
 def parse(data, limits=DEFAULT_LIMITS, datagram=True):
@@ -368,33 +511,42 @@ def parse(data, limits=DEFAULT_LIMITS, datagram=True):
 
     Raises ParseError with the status to answer and, when the headers could be
     read, `partial` set to the message so that the caller can answer it.
+    Malformed header lines are not errors here: the message's `defect` says
+    what was wrong (the stack answers 400), and the other headers stay usable.
     """
+    if type(data) is not bytes:
+        data = bytes(data)
     end = data.find(b"\r\n\r\n")
-    head_bytes = data.rstrip(b"\r\n") if end < 0 else data[:end]
-    lines = head_bytes.decode("utf-8", "surrogateescape").split("\r\n")
-    start = lines[0]
-    del lines[0]
+    head = data.rstrip(b"\r\n") if end < 0 else data[:end]
+    first = head.find(b"\r\n")
+    if first < 0:
+        start, head = head.decode("utf-8", "surrogateescape"), b""
+    else:
+        start, head = head[:first].decode("utf-8", "surrogateescape"), head[first:]
+    if head.count(b"\r\n") > limits.max_headers:
+        raise ParseError("Too Many Headers", kind="too_large")
+    if len(head) > limits.max_header_length and _too_long(head, limits.max_header_length):
+        raise ParseError("Header Too Long", kind="too_large")
     try:
-        msg = _start(start)
-        msg.headers = _split_headers(lines, limits)
+        msg = _lazy(_start(start), head, limits)
     except ParseError as e:
-        e.partial = _partial(start, lines, limits)
+        e.partial = _partial(start, head, limits)
         raise
     if end < 0:
         raise ParseError("Incomplete header section", partial=msg, kind="truncated")
     if len(data) > limits.max_message_size:
         raise ParseError("Message Too Large", 513, partial=msg, kind="too_large")
     body_start = end + 4
-    lengths = [v for k, _, v in msg.headers if k == "content-length"]
+    lengths = find_header(head, msg._lower, "content-length")
     if not lengths:
         if not datagram:
             raise ParseError("Missing Content-Length header", partial=msg, kind="content_length")
         body = data[body_start:]
     else:
-        if len(lengths) > 1 and len(set(lengths)) > 1:
-            raise ParseError("Conflicting Content-Length headers", partial=msg, kind="content_length")
         value = lengths[0]
-        if not value.isdigit():
+        if len(lengths) > 1 and any(v != value for v in lengths):
+            raise ParseError("Conflicting Content-Length headers", partial=msg, kind="content_length")
+        if not _DIGITS.match(value):
             raise ParseError("Invalid Content-Length header", partial=msg, kind="content_length")
         length = int(value)
         if length > limits.max_body_size:
@@ -405,7 +557,7 @@ def parse(data, limits=DEFAULT_LIMITS, datagram=True):
         if body_start + length < len(data):
             data = data[:body_start + length]
     msg._body = body
-    msg._raw = data if isinstance(data, bytes) else bytes(data)
+    msg._raw = data
     return msg
 
 
@@ -488,5 +640,8 @@ def parse_multipart(body, content_type):
         if not sep:
             head, part_body = b"", chunk[2:] if chunk.startswith(b"\r\n") else chunk
         lines = head.decode("utf-8", "surrogateescape").split("\r\n") if head else []
-        parts.append(Part(_split_headers(lines, DEFAULT_LIMITS), part_body))
+        headers, defect = _split_headers(lines, DEFAULT_LIMITS)
+        if defect is not None:
+            raise defect
+        parts.append(Part(headers, part_body))
     return parts

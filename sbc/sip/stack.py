@@ -132,8 +132,8 @@ class Stack:
 
     def _reject(self, req, verdict, source):
         """Answer a bad request statelessly; an ACK is never answered."""
-        if req.method == "ACK":
-            return [Drop("unparseable", source.transport)]
+        if req.method == "ACK" or req.get("via") is None:
+            return [Drop("unparseable", source.transport)]  # no Via: nothing could match a reply
         dest = reply_to(req, source)
         if _never_send_to(dest.host):
             return [Drop("broadcast", source.transport)]

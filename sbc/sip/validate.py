@@ -32,6 +32,9 @@ def check_request(req, limits):
 
 
 def _check(req, limits):
+    defect = req.defect
+    if defect is not None:
+        return Reject(defect.status, defect.reason)
     counts = {}
     for key, _, _ in req.headers:
         counts[key] = counts.get(key, 0) + 1
@@ -71,4 +74,4 @@ def check_response(resp):
         resp.via, resp.cseq, resp.call_id, resp.from_, resp.to  # noqa: B018
     except ParseError:
         return False
-    return True
+    return True  # other headers are the transaction user's business

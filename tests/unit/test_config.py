@@ -50,7 +50,7 @@ class DefaultsTests(unittest.TestCase):
         self.assertEqual(config.tls, TLS("", "", "", False, "1.2"))
         self.assertEqual(config.metrics, Metrics(True, "127.0.0.1", 9090))
         self.assertEqual(config.timers, Timers(0.5, 4.0, 5.0))
-        self.assertEqual(config.limits, Limits(65535, 256, 8192, 32, 32768))
+        self.assertEqual(config.limits, Limits(65535, 256, 8192, 70, 32768))
         self.assertEqual(config.tcp, TCP(300, 10, 4096, 64))
         self.assertEqual(config.state_dir, "")
 

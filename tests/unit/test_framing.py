@@ -185,9 +185,15 @@ class FramingErrorTests(unittest.TestCase):
         self.assertEqual(StreamFramer(Limits(max_message_size=len(head) + 40)).feed(
             head + b"x" * 40), [head + b"x" * 40])
 
-    def test_partial_none_for_unreadable_headers(self):
-        """When the headers cannot be read either, partial is None."""
+    def test_partial_keeps_its_defect(self):
+        """A malformed header line does not hide the partial; it is its defect."""
         error = self.assertFails(b"OPTIONS sip:a@b SIP/2.0\r\nbroken line\r\n\r\n", 400,
+                                 "Missing Content-Length header", "content_length")
+        self.assertEqual(error.partial.defect.reason, "Malformed header line: 'broken line'")
+
+    def test_partial_none_for_a_broken_start_line_of_a_response(self):
+        """A stream message whose status line is unreadable has no partial."""
+        error = self.assertFails(b"SIP/2.0 9999 Odd\r\nCall-ID: x\r\n\r\n", 400,
                                  "Missing Content-Length header", "content_length")
         self.assertIsNone(error.partial)
 
