@@ -49,12 +49,13 @@ Choices the RFC leaves open
   (symmetric response routing, what NATed SIP needs), not to the Via sent-by.
 - Matching without the magic cookie (RFC 2543 peers, RFC 3261 §17.2.3)
   compares the Request-URI as text and the top Via by transport and sent-by.
-- A CANCEL is answered by the layer: 200 if it matches a server transaction
-  (any method, any state, RFC 3261 §9.2), 481 otherwise; its To tag is the one
+- A CANCEL is answered by the layer: 200 if it matches a server INVITE
+  transaction (in any state, RFC 3261 §9.2), 481 otherwise; its To tag is the one
   the TU used in its responses so far, or a new one.
-- A request that reuses a live server transaction's branch and sent-by with
-  another method (other than ACK and CANCEL) breaks RFC 3261 §8.1.1.7 and is
-  dropped.
+- The method is part of the server key (RFC 3261 §17.2.3): a request that
+  reuses a live transaction's branch and sent-by with another method (other
+  than ACK and CANCEL) starts a transaction of its own. Non-INVITE keys carry
+  their method; INVITE keys do not, so that ACK and CANCEL find the INVITE.
 """
 
 from dataclasses import dataclass
@@ -420,11 +421,11 @@ class Transactions:
                 return self._cancel_received(request, key, source, now)
         except ParseError:
             return [Drop("unparseable")]
+        if method != "INVITE":
+            key += (method,)
         out = []
         txn = self._servers.get(key)
         if txn is not None:
-            if txn.request.method != method:
-                return [Drop("other")]
             self._fire(txn, REQUEST, request, source, now, out)
             return out
         machine = INVITE_SERVER if method == "INVITE" else NON_INVITE_SERVER
@@ -515,8 +516,11 @@ class Transactions:
             via = message.via
             if not _has_cookie(via.branch):
                 return None
-            table = self._cancels if message.cseq.method == "CANCEL" else self._servers
-            return table.get((via.branch, via.host.lower(), via.port))
+            key = (via.branch, via.host.lower(), via.port)
+            method = message.cseq.method
+            if method == "CANCEL":
+                return self._cancels.get(key)
+            return self._servers.get(key if method == "INVITE" else key + (method,))
         except ParseError:
             return None
 
@@ -581,7 +585,12 @@ class Transactions:
             key = _server_key(request, request.via)
         except ParseError as e:
             raise LocalProtocolError(f"request has {e.reason}", 500) from None
-        table = self._cancels if request.method == "CANCEL" else self._servers
+        if request.method == "CANCEL":
+            table = self._cancels
+        else:
+            table = self._servers
+            if request.method != "INVITE":
+                key += (request.method,)
         txn = table.get(key)
         if txn is None or txn.request.method != request.method:
             raise LocalProtocolError(f"no server transaction for {request!r}", 500)

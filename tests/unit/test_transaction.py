@@ -625,12 +625,12 @@ class CancelTests(unittest.TestCase):
         self.assertEqual(out[1].txn.state, ACCEPTED)
 
     def test_cancel_for_non_invite(self):
-        """A CANCEL matches a pending non-INVITE transaction too."""
+        """A CANCEL only ever targets an INVITE (RFC 3261 §9.1: never sent for other methods): 481."""
         options = request("OPTIONS", branch="z9hG4bKopt", call_id="opt-1")
-        otxn = self.table.request_received(options, PBX, 0.0)[0].txn
+        self.table.request_received(options, PBX, 0.0)
         cancel = make_cancel(options)
         out = self.table.request_received(cancel, PBX, 0.2)
-        self.assertEqual((out[0].message.status, out[1].txn), (200, otxn))
+        self.assertEqual((out[0].message.status, out[1].txn), (481, None))
 
     def test_cancel_transaction_ends_with_timer_j(self):
         """The CANCEL's own server transaction ends with Timer J like any non-INVITE."""
@@ -701,10 +701,13 @@ class MatchingTests(unittest.TestCase):
         elsewhere = self.table.request_received(request(via="SIP/2.0/UDP 192.0.2.99:5060"), PBX, 0.2)
         self.assertIsNot(elsewhere[-1].txn, txn)
 
-    def test_branch_reused_for_another_method_dropped(self):
-        """A request reusing a live transaction's branch with another method breaks RFC 3261 §8.1.1.7 and is dropped."""
-        self.table.request_received(request(), PBX, 0.0)
-        self.assertEqual(self.table.request_received(request("OPTIONS"), PBX, 0.1), [Drop("other")])
+    def test_branch_reused_for_another_method(self):
+        """The method is part of the key (RFC 3261 §17.2.3): a reused branch with another method is a new transaction."""
+        first = self.table.request_received(request(), PBX, 0.0)[-1].txn
+        out = self.table.request_received(request("OPTIONS"), PBX, 0.1)
+        self.assertIsInstance(out[-1], RequestIn)
+        self.assertIsNot(out[-1].txn, first)
+        self.assertEqual(out[-1].txn.method, "OPTIONS")
 
     def test_request_with_broken_via_dropped(self):
         """A request whose top Via does not parse is dropped, never raised."""
