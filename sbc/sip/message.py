@@ -255,18 +255,56 @@ class Message:
 
     def set(self, name, value):
         """Replace every `name` header by one with `value` (at the first one's place)."""
-        key = header_key(name)
-        value = str(value)
+        key = _KEYS.get(name) or header_key(name)
+        value = value if type(value) is str else str(value)
+        if self._headers is None and self._raw is not None and self._patch(key, value):
+            return
         headers = self.headers
-        at = next((i for i, item in enumerate(headers) if item[0] == key), None)
-        if at is None:
-            headers.append((key, spell(key), value))
-        else:
+        keys = [item[0] for item in headers]
+        if key in keys:
+            at = keys.index(key)
             headers[at] = (key, headers[at][1], value)
-            if any(item[0] == key for item in headers[at + 1:]):
+            if keys.count(key) > 1:
                 headers[at + 1:] = [item for item in headers[at + 1:] if item[0] != key]
+        else:
+            headers.append((key, spell(key), value))
         self._raw = None
-        self._cache.clear()
+        cache = self._cache
+        if cache:
+            cache.pop(key, None)
+            if key == "via":
+                cache.pop("vias", None)
+
+    def _patch(self, key, value):
+        """Rewrite the one line of header `key` inside the raw bytes of an
+        unsplit message: the bytes stay valid, nothing is split or rebuilt
+        (what a relaying SBC does to most messages). False if the header is
+        absent, repeated or folded: the caller takes the general path."""
+        head, lower = self._head, self._lower
+        found = _SEARCH[key].search(lower)
+        if found is None:
+            return False
+        end = head.find(b"\r\n", found.end())
+        if end < 0:
+            end = len(head)
+        elif head[end + 2:end + 3] in (b" ", b"\t"):
+            return False
+        if _SEARCH[key].search(lower, found.end()) is not None:
+            return False
+        start = found.start() + 2
+        name = head[start:found.end() - 1].rstrip(b" \t")
+        line = name + b": " + value.encode("utf-8", "surrogateescape")
+        raw = self._raw
+        at = raw.find(b"\r\n")  # the header bytes begin at the end of the start line
+        self._head = head[:start] + line + head[end:]
+        self._lower = lower[:start] + line.lower() + lower[end:]
+        self._raw = raw[:at] + self._head + raw[at + len(head):]
+        cache = self._cache
+        if cache:
+            cache.pop(key, None)
+            if key == "via":
+                cache.pop("vias", None)
+        return True
 
     def add(self, name, value, first=False):
         key = header_key(name)
@@ -291,8 +329,13 @@ class Message:
 
     @body.setter
     def body(self, value):
+        old, raw = self._body, self._raw
         self._body = value
-        self._changed()
+        self.set("content-length", str(len(value)))
+        if self._raw is not None:  # patched in place: swap the body too
+            self._raw = self._raw[:len(self._raw) - len(old)] + value
+        elif raw is not None:
+            self._raw = None
 
     # -- structured accessors (parsed once, cached) ------------------------
     def _required(self, key):
@@ -391,33 +434,56 @@ class Message:
         raw = self._raw
         if raw is not None:
             return raw
+        headers = self.headers
         length = str(len(self._body))
-        lines = []
-        seen = False
-        for k, n, v in self.headers:
-            if k == "content-length":  # always the real length, once, where it was
-                if seen:
-                    continue
-                seen, v = True, length
-            lines.append(f"{n}: {v}")
-        if not seen:
-            lines.append(f"Content-Length: {length}")
-        raw = (f"{self.start_line()}\r\n" + "\r\n".join(lines) + "\r\n\r\n").encode(
+        # Content-Length: always the real length, once, where it was.
+        keys = [item[0] for item in headers]
+        count = keys.count("content-length")
+        if not count:
+            headers.append(("content-length", "Content-Length", length))
+        else:
+            first = keys.index("content-length")
+            if count > 1 or headers[first][2] != length:
+                headers[first] = ("content-length", headers[first][1], length)
+                headers[:] = [item for i, item in enumerate(headers)
+                              if i == first or item[0] != "content-length"]
+        lines = [f"{n}: {v}" for _, n, v in headers]
+        raw = (self.start_line() + "\r\n" + "\r\n".join(lines) + "\r\n\r\n").encode(
             "utf-8", "surrogateescape") + self._body
         self._raw = raw
         return raw
 
 
 class Request(Message):
-    __slots__ = ("method", "uri")
+    __slots__ = ("_method", "_uri")
 
     def __init__(self, method, uri, headers=None, body=b""):
         self._headers = headers if headers is not None else []
         self._head = self._lower = self._defect = self._raw = None
         self._body = body
         self._cache = {}
-        self.method = method
-        self.uri = str(uri)
+        self._method = method
+        self._uri = str(uri)
+
+    @property
+    def method(self):
+        return self._method
+
+    @method.setter
+    def method(self, value):
+        self._method = value
+        self._raw = None
+
+    @property
+    def uri(self):
+        """The Request-URI as text; setting it re-serializes the start line."""
+        return self._uri
+
+    @uri.setter
+    def uri(self, value):
+        self._uri = str(value)
+        self._raw = None
+        self._cache.pop("ruri", None)
 
     @property
     def request_uri(self):
@@ -432,15 +498,33 @@ class Request(Message):
 
 
 class Response(Message):
-    __slots__ = ("status", "reason")
+    __slots__ = ("_status", "_reason")
 
     def __init__(self, status, reason=None, headers=None, body=b""):
         self._headers = headers if headers is not None else []
         self._head = self._lower = self._defect = self._raw = None
         self._body = body
         self._cache = {}
-        self.status = status
-        self.reason = REASONS.get(status, "Unknown") if reason is None else reason
+        self._status = status
+        self._reason = REASONS.get(status, "Unknown") if reason is None else reason
+
+    @property
+    def status(self):
+        return self._status
+
+    @status.setter
+    def status(self, value):
+        self._status = value
+        self._raw = None
+
+    @property
+    def reason(self):
+        return self._reason
+
+    @reason.setter
+    def reason(self, value):
+        self._reason = value
+        self._raw = None
 
     def start_line(self):
         return f"SIP/2.0 {self.status} {self.reason}"
