@@ -166,6 +166,9 @@ class SIPService(service.Service):
                 port = r.listenSSL(lst.port, SIPStreamFactory(self, "tls"), self.tls_server,
                                    interface=lst.address)
             self.ports.append(port)
+            # The first listener of a transport gives our Via sent-by for it.
+            self.stack.local.setdefault(lst.transport, (lst.public_address or lst.address,
+                                                        port.getHost().port))
             self.log.info("listening on {transport} {address}:{port}", transport=lst.transport,
                           address=lst.address, port=port.getHost().port)
 

@@ -20,6 +20,19 @@ from .uas import answer
 from .validate import Reject, check_request, check_response
 
 
+# RFC 3261 §18.1.1: a request within 200 bytes of the path MTU (1500 assumed)
+# goes over a congestion-controlled transport instead of UDP.
+UDP_MAX_REQUEST = 1300
+
+
+def transport_for(size, dest, local):
+    """The Peer a request of `size` bytes really goes to: UDP becomes TCP when
+    too large and a TCP listener exists to give the Via a sent-by."""
+    if dest.transport == "udp" and size > UDP_MAX_REQUEST and "tcp" in local:
+        return Peer("tcp", dest.host, dest.port)
+    return dest
+
+
 def _never_send_to(host):
     """Broadcast and multicast destinations are never answered (RFC 4475 §3.3.10)."""
     try:
@@ -62,10 +75,12 @@ def stamp_via(request, source):
 
 
 class Stack:
-    def __init__(self, ids, limits=DEFAULT_LIMITS, t1=0.5, t2=4.0, t4=5.0, server_header="sbc"):
+    def __init__(self, ids, limits=DEFAULT_LIMITS, t1=0.5, t2=4.0, t4=5.0, server_header="sbc",
+                 local=None):
         self.limits = limits
         self.server_header = server_header
         self.ids = ids
+        self.local = local or {}  # transport -> (host, port) we put in Via sent-by
         self.transactions = tx.Transactions(new_branch=ids.branch, new_tag=ids.tag,
                                             t1=t1, t2=t2, t4=t4)
 
@@ -86,6 +101,16 @@ class Stack:
         if request is None:
             return [Drop("unparseable", source.transport)]
         return self._reject(request, Reject(error.status, error.reason), source)
+
+    def send_request(self, request, dest, now):
+        """Send a request we originate: top Via for the transport it really
+        leaves on, then a client transaction. Returns (transaction, effects)."""
+        # The Via we add is about 80 bytes; count it before choosing.
+        dest = transport_for(len(bytes(request)) + 80, dest, self.local)
+        host, port = self.local.get(dest.transport, ("0.0.0.0", 0))
+        sent_by = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        request.add("Via", f"SIP/2.0/{dest.transport.upper()} {sent_by};rport", first=True)
+        return self.transactions.send_request(request, dest, now)
 
     def expire(self, now):
         return self._up(self.transactions.expire(now), None, now)
@@ -118,7 +143,7 @@ class Stack:
         except ParseError as e:
             verdict = Reject(e.status, e.reason)
         resp = self._response(req, verdict)
-        return self.transactions.send_response(event.txn, resp, now)
+        return self._up(self.transactions.send_response(event.txn, resp, now), event.source, now)
 
     def _response(self, req, verdict):
         try:
