@@ -31,9 +31,10 @@ def _host(host):
 
 class SIPDatagramProtocol(protocol.DatagramProtocol):
     noisy = False  # one log line per socket is ours to write, not Twisted's
-    def __init__(self, sip, family):
+    def __init__(self, sip, family, dual_stack=False):
         self.sip = sip
         self.family = family
+        self.dual_stack = dual_stack  # bound to "::": IPv4 peers arrive as ::ffff:a.b.c.d
         self.id = next(_ids)
 
     def datagramReceived(self, data, addr):
@@ -67,7 +68,8 @@ class SIPStreamProtocol(HandshakeTracking, protocol.Protocol):
     def dataReceived(self, data):
         if self._idle is not None and self._idle.active():
             self._idle.reset(self.sip.tcp.idle_timeout)
-        for item in self.framer.feed(data):
+        items = self.framer.feed(data)
+        for item in items:
             if item is PING:
                 self.transport.write(PONG)
             elif isinstance(item, ParseError):
@@ -76,14 +78,13 @@ class SIPStreamProtocol(HandshakeTracking, protocol.Protocol):
                 return
             else:
                 self.sip.receive(item, self.peer, False)
-        # Slow-header defence: a started message must complete in time.
-        if self.framer.pending:
-            if self._slow is None:
-                self._slow = self.sip.reactor.callLater(self.sip.tcp.header_timeout, self._timeout,
-                                                       "slow_header")
-        elif self._slow is not None:
+        # Slow-header defence: each started message must complete in time.
+        if items and self._slow is not None:
             self._slow.cancel()
             self._slow = None
+        if self.framer.pending and self._slow is None:
+            self._slow = self.sip.reactor.callLater(self.sip.tcp.header_timeout, self._timeout,
+                                                   "slow_header")
 
     def _timeout(self, why):
         self.sip.timed_out(self, why)
@@ -157,7 +158,7 @@ class SIPService(service.Service):
         for lst in self.listeners:
             if lst.transport == "udp":
                 family = ipaddress.ip_address(lst.address).version
-                proto = SIPDatagramProtocol(self, family)
+                proto = SIPDatagramProtocol(self, family, lst.address == "::")
                 self.udp.append(proto)
                 port = r.listenUDP(lst.port, proto, interface=lst.address, maxPacketSize=65535)
             elif lst.transport == "tcp":
@@ -218,7 +219,10 @@ class SIPService(service.Service):
             if sock is None:
                 self.metrics.drop("udp", "no_socket")
                 return
-            sock.transport.write(data, (dest.host, dest.port))
+            host = dest.host
+            if sock.family == 6 and ":" not in host:
+                host = "::ffff:" + host  # an IPv4 peer of a dual-stack socket
+            sock.transport.write(data, (host, dest.port))
         else:
             conn = self.conns.get(dest.conn) or self.by_addr.get((dest.transport, dest.host, dest.port))
             if conn is None:
@@ -235,11 +239,14 @@ class SIPService(service.Service):
             self.metrics.response_sent(dest.transport, message.status)
 
     def _udp_socket(self, dest):
+        """The socket the request came in on, else one of the right family,
+        else a dual-stack IPv6 one for an IPv4 peer."""
         family = 6 if ":" in dest.host else 4
         for sock in self.udp:
             if sock.id == dest.conn:
                 return sock
-        return next((s for s in self.udp if s.family == family), None)
+        return (next((s for s in self.udp if s.family == family), None)
+                or next((s for s in self.udp if s.family == 6 and s.dual_stack), None))
 
     def _connect(self, dest):
         if dest.transport == "tls" and self.tls_client is None:

@@ -42,8 +42,10 @@ class StreamFramer:
 
     @property
     def pending(self):
-        """True while part of a message is buffered (slow-header timer runs)."""
-        return bool(self._buffer)
+        """True while part of a message is buffered (slow-header timer runs);
+        a lone CR, CRLF or CRLFCR (a keep-alive in progress) is not one."""
+        buf = self._buffer
+        return bool(buf) and not (len(buf) < 4 and b"\r\n\r\n".startswith(bytes(buf)))
 
     def feed(self, data):
         if self.failed:

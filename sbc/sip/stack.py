@@ -44,14 +44,16 @@ def _never_send_to(host):
 
 def reply_to(request, source):
     """Where responses go (RFC 3261 §18.2.2, RFC 3581): over the connection the
-    request came on; for UDP to the source address, at rport if asked for,
-    else the Via port."""
-    if source.reliable:
-        return source
+    request came on (`conn`); should it be gone, a new connection to the source
+    address at the Via port. For UDP to the source address, at rport if asked
+    for, else the Via port."""
     try:
         via = request.via
     except ParseError:
         return source
+    if source.reliable:
+        port = via.port or (5061 if source.transport == "tls" else 5060)
+        return Peer(source.transport, source.host, port, source.conn)
     port = source.port if via.rport is not None else (via.port or 5060)
     return Peer("udp", source.host, port, source.conn)
 

@@ -62,10 +62,10 @@ class ReceiveTests(unittest.TestCase):
         self.assertEqual((via.rport, via.received), ("40000", "192.0.2.10"))
 
     def test_reliable_answers_on_the_connection(self):
-        """Over TCP the answer goes back on the connection the request came on."""
+        """Over TCP the answer goes on the request's connection, else to the Via port (RFC 3261 §18.2.2)."""
         src = Peer("tcp", "192.0.2.10", 40001, 7)
         [send] = self.stack.received(options("SIP/2.0/TCP 192.0.2.10:5070;branch=z9hG4bKt"), src, 0.0)
-        self.assertEqual(send.dest, src)
+        self.assertEqual(send.dest, Peer("tcp", "192.0.2.10", 5070, 7))
 
     def test_retransmission_gets_the_same_answer(self):
         """A retransmitted OPTIONS is answered from the transaction, not answered anew."""
