@@ -97,7 +97,7 @@ def run(args):
         print(e, file=sys.stderr)
         return 1
     except Exception as e:  # noqa: BLE001 - a bind failure must end the start, loudly
-        log.critical("cannot start: {error}", error=e)
+        print(f"cannot start: {e}", file=sys.stderr)
         return 1
     sip = top.getServiceNamed("sip")
     listening = ", ".join(f"{t} {_hostport(a, p)}" for t, a, p in sip.bound())
@@ -107,8 +107,7 @@ def run(args):
     log.info("sbc {version} ready: {listening}; state in {state}", version=__version__,
              listening=listening, state=top.state_dir)
     notifier = Notifier.from_environ(os.environ)
-    notifier.ready(status=f"listening on {listening}")
-    watchdog = start_watchdog(notifier, reactor, os.environ)
+    watchdog = []
 
     def reload():
         notifier.reloading()
@@ -123,14 +122,20 @@ def run(args):
 
     def shutdown():
         notifier.stopping()
-        if watchdog is not None and watchdog.running:
-            watchdog.stop()
+        for call in watchdog:
+            if call.running:
+                call.stop()
         reactor.stop()
 
+    # Handlers first: systemd may signal as soon as it sees READY=1.
     signal.signal(signal.SIGHUP, lambda *_: reactor.callFromThread(reload))
-    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
     signal.signal(signal.SIGTERM, lambda *_: reactor.callFromThread(shutdown))
     signal.signal(signal.SIGINT, lambda *_: reactor.callFromThread(shutdown))
+    reactor.addSystemEventTrigger("before", "shutdown", top.stopService)
+    notifier.ready(status=f"listening on {listening}")
+    call = start_watchdog(notifier, reactor, os.environ)
+    if call is not None:
+        watchdog.append(call)
     reactor.run(installSignalHandlers=False)
     return 0
 

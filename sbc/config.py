@@ -2,7 +2,7 @@
 
 `loads()` is pure; `load()` adds the one file read. Every problem becomes a
 `ConfigError` that names the file, the line and the dotted key, e.g.
-`conf/sbc.toml:12: listen[1].port: must be an integer 1..65535, got "abc"`.
+`conf/sbc.toml:12: listen[1].port: must be an integer 0..65535, got "abc"`.
 tomllib returns values without positions, so `_Locator` re-scans the source
 text, only when there is an error to report, to find the line of a key.
 See docs/config.md for the reference of every key.

@@ -78,6 +78,15 @@ class _Root(_Page):
         return pages.notFound().render(request)
 
 
+class _QuietSite(Site):
+    """No access log: a scrape every few seconds is not news."""
+
+    noisy = False
+
+    def log(self, request):
+        pass
+
+
 def metrics_site(registry):
     """A twisted.web Site serving `registry` on /metrics and a /healthz check."""
     root = _Root()
@@ -85,6 +94,6 @@ def metrics_site(registry):
         b"metrics", EncodingResourceWrapper(MetricsResource(registry), [GzipEncoderFactory()])
     )
     root.putChild(b"healthz", HealthResource())
-    site = Site(root)
+    site = _QuietSite(root)
     site.displayTracebacks = False
     return site
