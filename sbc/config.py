@@ -18,6 +18,7 @@ import tomllib
 from dataclasses import dataclass
 
 from sbc.errors import ConfigError
+from sbc.sip.message import Limits
 
 __all__ = [
     "Config", "Listener", "TLS", "Metrics", "Timers", "Limits", "TCP",
@@ -61,15 +62,6 @@ class Timers:
     t1: float = 0.5
     t2: float = 4.0
     t4: float = 5.0
-
-
-@dataclass(frozen=True, slots=True)
-class Limits:
-    max_message_size: int = 65535
-    max_headers: int = 256
-    max_header_length: int = 8192
-    max_vias: int = 70
-    max_body_size: int = 32768
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,6 @@ from .metrics import Metrics
 from .net.http import metrics_site
 from .net.sip import SIPService
 from .net.tls import client_context, ensure_self_signed, server_context
-from .sip.message import Limits
 from .sip.stack import Stack
 
 log = Logger(namespace="sbc")
@@ -71,11 +70,10 @@ def tls_contexts(config, state):
 
 
 def make_stack(config, ids=None):
-    lim, t = config.limits, config.timers
+    t = config.timers
     return Stack(
         ids or RandomIds(),
-        limits=Limits(lim.max_message_size, lim.max_headers, lim.max_header_length,
-                      lim.max_vias, lim.max_body_size),
+        limits=config.limits,
         t1=t.t1, t2=t.t2, t4=t.t4,
         server_header=config.server_header,
     )

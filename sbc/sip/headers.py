@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..errors import ParseError
-from .uri import AbsoluteURI, parse_uri, split_host_port
+from .uri import AbsoluteURI, Params, parse_uri, split_host_port
 
 TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _VIA = re.compile(r"\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+"
@@ -116,28 +116,18 @@ def parse_params(text, what):
     return params
 
 
-def _param(params, name):
-    for key, value in params:
-        if key.lower() == name:
-            return "" if value is None else value
-    return None
-
-
 def _params_text(params):
     return "".join(f";{k}" if v is None else f";{k}={v}" for k, v in params)
 
 
 @dataclass(slots=True)
-class Via:
+class Via(Params):
     """One Via value: sent-protocol, sent-by and params (RFC 3261 §20.42)."""
 
     transport: str
     host: str
     port: int | None = None
     params: list = field(default_factory=list)
-
-    def param(self, name):
-        return _param(self.params, name)
 
     @property
     def branch(self):
@@ -155,13 +145,6 @@ class Via:
     @property
     def sent_by(self):
         return (self.host.lower(), self.port)
-
-    def set_param(self, name, value):
-        for i, (key, _) in enumerate(self.params):
-            if key.lower() == name:
-                self.params[i] = (key, value)
-                return
-        self.params.append((name, value))
 
     def __str__(self):
         hostport = self.host if self.port is None else f"{self.host}:{self.port}"
@@ -207,26 +190,16 @@ def parse_via(value):
 
 
 @dataclass(slots=True)
-class Address:
+class Address(Params):
     """name-addr or addr-spec with header params (From, To, Contact, Route...)."""
 
     uri: object
     display: str | None = None
     params: list = field(default_factory=list)
 
-    def param(self, name):
-        return _param(self.params, name)
-
     @property
     def tag(self):
         return self.param("tag")
-
-    def set_param(self, name, value):
-        for i, (key, _) in enumerate(self.params):
-            if key.lower() == name:
-                self.params[i] = (key, value)
-                return
-        self.params.append((name, value))
 
     def __str__(self):
         display = quote(self.display) + " " if self.display else ""

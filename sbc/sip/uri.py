@@ -69,8 +69,30 @@ def split_host_port(text, what="host"):
     return host, int(rest[1:])
 
 
+class Params:
+    """Mixin for values carrying an ordered `params` list of (name, value|None);
+    names compare case-insensitively, a parameter without value reads as ''."""
+
+    __slots__ = ()
+
+    def param(self, name, default=None):
+        name = name.lower()
+        for key, value in self.params:
+            if key.lower() == name:
+                return "" if value is None else value
+        return default
+
+    def set_param(self, name, value):
+        lower = name.lower()
+        for i, (key, _) in enumerate(self.params):
+            if key.lower() == lower:
+                self.params[i] = (key, value)
+                return
+        self.params.append((name, value))
+
+
 @dataclass(slots=True)
-class SIPURI:
+class SIPURI(Params):
     """sip: or sips: URI. `params` is an ordered list of (name, value|None)."""
 
     scheme: str = "sip"
@@ -80,13 +102,6 @@ class SIPURI:
     port: int | None = None
     params: list = field(default_factory=list)
     headers: str | None = None  # raw text after '?', never expanded into real headers
-
-    def param(self, name, default=None):
-        name = name.lower()
-        for key, value in self.params:
-            if key.lower() == name:
-                return value if value is not None else ""
-        return default
 
     @property
     def transport(self):
@@ -113,7 +128,7 @@ class SIPURI:
 
 
 @dataclass(slots=True)
-class TelURI:
+class TelURI(Params):
     """tel: URI (RFC 3966): the number and its parameters."""
 
     number: str
@@ -123,13 +138,6 @@ class TelURI:
     @property
     def global_number(self):
         return self.number.startswith("+")
-
-    def param(self, name, default=None):
-        name = name.lower()
-        for key, value in self.params:
-            if key.lower() == name:
-                return value if value is not None else ""
-        return default
 
     def __str__(self):
         out = ["tel:", self.number]
