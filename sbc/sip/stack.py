@@ -11,8 +11,9 @@ in as the transaction user.
 """
 
 import ipaddress
+from dataclasses import dataclass
 
-from ..errors import ParseError
+from ..errors import LocalProtocolError, ParseError
 from . import transaction as tx
 from .effects import Drop, Peer, Send
 from .message import DEFAULT_LIMITS, Request, make_response
@@ -23,6 +24,17 @@ from .validate import Reject, check_request, check_response
 # RFC 3261 §18.1.1: a request within 200 bytes of the path MTU (1500 assumed)
 # goes over a congestion-controlled transport instead of UDP.
 UDP_MAX_REQUEST = 1300
+
+
+# Transaction bookkeeping the shell has no use for.
+_QUIET = (tx.Terminated, tx.RequestIn, tx.CancelIn)
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    """The transaction user hit an error of ours (a bug): the shell logs it."""
+
+    error: Exception
 
 
 def transport_for(size, dest, local):
@@ -85,6 +97,7 @@ class Stack:
         self.local = local or {}  # transport -> (host, port) we put in Via sent-by
         self.transactions = tx.Transactions(new_branch=ids.branch, new_tag=ids.tag,
                                             t1=t1, t2=t2, t4=t4)
+        self.calls = None  # the B2BUA (sbc.b2bua.call.Calls) once trunking is configured
 
     # -- inputs -------------------------------------------------------------------
     def received(self, msg, source, now):
@@ -114,11 +127,30 @@ class Stack:
         request.add("Via", f"SIP/2.0/{dest.transport.upper()} {sent_by};rport", first=True)
         return self.transactions.send_request(request, dest, now)
 
+    def request(self, request, dest, now, user):
+        """For the transaction user: send a request, tagging its transaction with `user`."""
+        txn, effects = self.send_request(request, dest, now)
+        if txn is not None:
+            txn.user = user
+        return txn, self._up(effects, dest, now)
+
+    def respond(self, txn, response, now):
+        """For the transaction user: send a response on server transaction `txn`."""
+        return self._up(self.transactions.send_response(txn, response, now), txn.peer, now)
+
     def expire(self, now):
-        return self._up(self.transactions.expire(now), None, now)
+        out = self._up(self.transactions.expire(now), None, now)
+        if self.calls is not None:
+            out += self.calls.expire(now)
+        return out
 
     def next_deadline(self):
-        return self.transactions.next_deadline()
+        deadline = self.transactions.next_deadline()
+        if self.calls is not None:
+            other = self.calls.next_deadline()
+            if other is not None and (deadline is None or other < deadline):
+                return other
+        return deadline
 
     # -- the transaction user ---------------------------------------------------
     def _up(self, effects, source, now):
@@ -132,14 +164,48 @@ class Stack:
                 out.append(Drop(effect.reason, effect.transport or getattr(source, "transport", "")))
             elif kind is tx.RequestIn:
                 out.extend(self._serve(effect, now))
-            elif kind is tx.ResponseIn:
-                out.append(Drop("response_no_transaction", effect.source.transport))
-            elif kind is tx.AckIn:
-                out.append(Drop("ack_no_dialog", effect.source.transport))
+            elif self.calls is None:
+                if kind is tx.AckIn:
+                    out.append(Drop("ack_no_dialog", effect.source.transport))
+            else:
+                out.extend(self._to_calls(kind, effect, now))
         return out
+
+    def _to_calls(self, kind, effect, now):
+        """Transaction events for the B2BUA; a bug there never reaches the reactor."""
+        calls = self.calls
+        try:
+            if kind is tx.ResponseIn:
+                return calls.response(effect, now)
+            if kind is tx.AckIn:
+                result = calls.ack(effect, now)
+                return [Drop("ack_no_dialog", effect.source.transport)] if result is None else result
+            if kind is tx.CancelIn:
+                return calls.cancel(effect, now) or []
+            if kind is tx.TimedOut:
+                return calls.failed(effect.txn, 408, now)
+            if kind is tx.TransportFailed:
+                return calls.failed(effect.txn, 503, now)
+            if kind is tx.AckTimedOut:
+                return calls.ack_timeout(effect.txn, now)
+        except (LocalProtocolError, ParseError) as e:
+            return [Failed(e)]
+        return [effect] if kind not in _QUIET else []
 
     def _serve(self, event, now):
         req = event.request
+        if self.calls is not None:
+            try:
+                if req.to_tag is not None:
+                    result = self.calls.in_dialog(event, now)
+                elif req.method == "INVITE":
+                    result = self.calls.invite(event, now)
+                else:
+                    result = None
+            except (LocalProtocolError, ParseError) as e:
+                result = [Failed(e)]
+            if result is not None:
+                return result
         try:
             verdict = answer(req, self.ids.nonce)
         except ParseError as e:

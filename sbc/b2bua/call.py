@@ -1,0 +1,666 @@
+"""Calls: an A leg facing the caller (we are its UAS) and a B leg facing the
+target (we are its UAC), joined by the events of their transactions.
+
+Topology hiding by construction: the B leg is a new request built from
+scratch (our Call-ID, tags, Via, Contact); only the body and headers on an
+allow-list cross from one leg to the other, so neither side ever sees the
+other's Via, Record-Route, Contact, Call-ID, tags or addresses.
+
+`Calls` is the transaction user of the stack for dialog-forming INVITEs and
+everything in their dialogs. Its methods take transaction events and `now`
+and return effects; it sends through the stack (`stack.request`,
+`stack.respond`) so that transactions stay the stack's business.
+"""
+
+from dataclasses import dataclass
+from heapq import heappop, heappush
+from itertools import count
+
+from ..errors import LocalProtocolError, ParseError
+from ..sip import headers as h
+from ..sip.effects import Peer, Send
+from ..sip.message import Request, make_response
+from ..sip.uri import SIPURI, TelURI, parse_uri
+
+# Headers that may cross legs (RFC 3261 end-to-end headers a trunk needs); the
+# config's b2bua.header_allow and each peer's `headers` extend it.
+CROSS = frozenset({
+    "content-type", "content-disposition", "content-encoding", "content-language",
+    "allow", "accept", "supported", "require", "subject", "priority", "expires",
+    "p-asserted-identity", "privacy", "diversion", "history-info", "reason", "warning",
+    "session-expires", "min-se", "rseq", "event", "subscription-state", "info-package",
+    "recv-info", "allow-events",
+})
+NUMBER_HEADERS = ("p-asserted-identity", "diversion")
+DIALOG_METHODS = frozenset({"INVITE", "UPDATE", "INFO", "NOTIFY", "PRACK", "OPTIONS", "MESSAGE",
+                            "REFER"})
+TIMER_C = 180.0  # RFC 3261 §16.6: an INVITE with no final answer is given up
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted:
+    call: "Call"
+
+
+@dataclass(frozen=True, slots=True)
+class CallAnswered:
+    call: "Call"
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded:
+    """The call is over; `call` holds everything a CDR needs."""
+
+    call: "Call"
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """A B leg was tried towards `target` (for per-trunk attempt metrics)."""
+
+    call: "Call"
+    target: object
+
+
+@dataclass(frozen=True, slots=True)
+class AttemptFailed:
+    call: "Call"
+    target: object
+    status: int
+
+
+class Leg:
+    """One side of a call: a dialog with one peer."""
+
+    __slots__ = ("call", "role", "call_id", "local_tag", "remote_tag", "local", "remote",
+                 "remote_target", "route_set", "cseq", "remote_cseq", "dest", "invite",
+                 "invite_txn", "target", "early_media", "acked", "ack", "cancel_sent", "pending")
+
+    def __init__(self, call, role):
+        self.call = call
+        self.role = role            # "a" (we are UAS) or "b" (we are UAC)
+        self.call_id = ""
+        self.local_tag = ""
+        self.remote_tag = None
+        self.local = ""             # our name-addr in this dialog, without tag
+        self.remote = ""            # theirs, with their tag once known
+        self.remote_target = None   # their Contact URI (text)
+        self.route_set = []         # Route values for requests in this dialog
+        self.cseq = 0               # our last CSeq in this dialog
+        self.remote_cseq = None
+        self.dest = None            # Peer requests in this dialog go to
+        self.invite = None          # the dialog-forming INVITE (received or sent)
+        self.invite_txn = None
+        self.target = None          # B: the routing Target this leg tries
+        self.early_media = False
+        self.cancel_sent = False
+        self.acked = False
+        self.ack = None             # B: the ACK we sent for its 2xx (resent on retransmits)
+        self.pending = {}           # our client txn -> server txn on the other leg
+
+    @property
+    def other(self):
+        return self.call.b if self.role == "a" else self.call.a
+
+    def request(self, method):
+        """A new request inside this dialog (RFC 3261 §12.2.1.1)."""
+        self.cseq += 1
+        req = Request(method, self.remote_target)
+        req.headers = [("max-forwards", "Max-Forwards", "70")]
+        req.headers += [("route", "Route", r) for r in self.route_set]
+        req.headers += [("from", "From", f"{self.local};tag={self.local_tag}"),
+                        ("to", "To", self.remote),
+                        ("call-id", "Call-ID", self.call_id),
+                        ("cseq", "CSeq", f"{self.cseq} {method}")]
+        return req
+
+
+class Call:
+    """Two legs and what the CDR needs to know about them."""
+
+    __slots__ = ("id", "a", "b", "source", "decision", "targets", "state", "start", "ringing",
+                 "answer", "end", "final_code", "hangup_by", "reason", "attempts", "caller_in",
+                 "callee_in", "caller_out", "callee_out", "cancelled", "deadline", "b_legs",
+                 "reinvite")
+
+    def __init__(self, call_id, source, decision, now):
+        self.id = call_id
+        self.a = Leg(self, "a")
+        self.b = None
+        self.b_legs = []        # every B leg tried (failover), last is current
+        self.source = source    # the calling peer (config Peer)
+        self.decision = decision
+        self.targets = list(decision.targets)
+        self.state = "calling"  # calling, early, answered, confirmed, ending, ended
+        self.start = now
+        self.ringing = None
+        self.answer = None
+        self.end = None
+        self.final_code = None
+        self.hangup_by = ""
+        self.reason = ""
+        self.attempts = 0
+        self.caller_in = self.callee_in = self.caller_out = self.callee_out = ""
+        self.cancelled = False
+        self.deadline = None
+        self.reinvite = None    # the leg with a re-INVITE in progress (glare: 491)
+
+    @property
+    def target_peer(self):
+        return self.b.target.peer if self.b is not None and self.b.target else None
+
+
+def _user_of(uri):
+    if isinstance(uri, SIPURI):
+        return uri.user or ""
+    if isinstance(uri, TelURI):
+        return uri.number
+    return ""
+
+
+def _hostport(host, port):
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def gateway_peer(uri_text):
+    """Where a gateway URI sends: Peer(transport, host, port). Host must be an
+    IP literal here; names are resolved by the shell before routing (RFC 3263)."""
+    uri = parse_uri(uri_text)
+    transport = uri.transport or ("tls" if uri.scheme == "sips" else "udp")
+    port = uri.port or (5061 if transport == "tls" else 5060)
+    return Peer(transport, uri.host.strip("[]"), port)
+
+
+class Calls:
+    """Every call of the SBC, indexed by dialog; the B2BUA transaction user."""
+
+    def __init__(self, stack, router, numbers, settings, ids):
+        self.stack = stack
+        self.router = router        # classify(host) -> peer; route(peer, user) -> Decision
+        self.numbers = numbers      # module with normalize_in / denormalize_out
+        self.settings = settings    # config.B2BUA
+        self.ids = ids
+        self.dialogs = {}           # (Call-ID, our tag) -> Leg
+        self.by_invite = {}         # A INVITE server txn -> Call
+        self.active = {}            # call id -> Call
+        self._heap = []
+        self._seq = count()
+        extra = {name.lower() for name in getattr(settings, "header_allow", ())}
+        self.cross = CROSS | extra
+
+    # -- timers -----------------------------------------------------------------
+    def next_deadline(self):
+        while self._heap:
+            when, _, call, what = self._heap[0]
+            if call.state != "ended" and call.deadline == (when, what):
+                return when
+            heappop(self._heap)
+        return None
+
+    def _at(self, call, when, what):
+        call.deadline = (when, what)
+        heappush(self._heap, (when, next(self._seq), call, what))
+
+    def expire(self, now):
+        out = []
+        while self._heap and self._heap[0][0] <= now:
+            when, _, call, what = heappop(self._heap)
+            if call.state == "ended" or call.deadline != (when, what):
+                continue
+            call.deadline = None
+            if what == "no_answer":
+                out += self._give_up(call, 408, "no_answer", now)
+            elif what == "max_duration":
+                out += self._hangup(call, "sbc", "max_duration", now)
+        return out
+
+    # -- new calls --------------------------------------------------------------
+    def invite(self, event, now):
+        """A new out-of-dialog INVITE. Returns effects, or None if no peer
+        claims the source (the stack answers it as before)."""
+        req = event.request
+        source = self.router.classify(event.source.host)
+        if source is None:
+            return None
+        try:
+            callee_in = _user_of(req.request_uri)
+            caller_in = _user_of(req.from_.uri)
+        except ParseError as e:
+            return self.stack.respond(event.txn, self._reply(req, 400, e.reason), now)
+        decision = self.router.route(source, callee_in)
+        if decision.reject is not None:
+            status, reason = decision.reject
+            return self.stack.respond(event.txn, self._reply(req, status, reason), now)
+        call = Call(self.ids.call_id(), source, decision, now)
+        call.callee_in, call.caller_in = callee_in, caller_in
+        a = call.a
+        a.call_id = req.call_id
+        a.local_tag = self.ids.tag()
+        a.remote_tag = req.from_tag
+        a.local = req.get("to")
+        a.remote = req.get("from")
+        contacts = req.contacts
+        a.remote_target = str(contacts[0].uri) if contacts and contacts[0] != h.STAR else req.uri
+        a.route_set = req.values("record-route")
+        a.remote_cseq = req.cseq.seq
+        a.dest = event.source
+        a.invite = req
+        a.invite_txn = event.txn
+        self.dialogs[(a.call_id, a.local_tag)] = a
+        self.by_invite[event.txn] = call
+        self.active[call.id] = call
+        self._at(call, now + TIMER_C, "no_answer")
+        return [CallStarted(call)] + self._next_target(call, now)
+
+    def _next_target(self, call, now):
+        """Send the B INVITE to the next target, or give up."""
+        if not call.targets:
+            status = call.final_code if call.final_code and call.final_code >= 300 else 503
+            return self._give_up(call, status, "failover_exhausted" if call.attempts else "rejected",
+                                 now)
+        target = call.targets.pop(0)
+        try:
+            dest = gateway_peer(target.gateway.uri)
+        except ParseError:
+            return self._next_target(call, now)
+        a = call.a
+        b = Leg(call, "b")
+        b.target = target
+        b.call_id = self.ids.call_id()
+        b.local_tag = self.ids.tag()
+        b.dest = dest
+        host, port = self.stack.local.get(dest.transport, ("127.0.0.1", 5060))
+        me = _hostport(host, port)
+        caller = self.numbers.denormalize_out(self.numbers.normalize_in(call.caller_in, call.source),
+                                              target.peer) if call.caller_in else "anonymous"
+        call.caller_out, call.callee_out = caller, target.number_out
+        gw = _hostport(dest.host, dest.port)
+        display = a.invite.from_.display
+        name = f"{h.quote(display)} " if display else ""
+        b.local = f"{name}<sip:{caller}@{me}>"
+        b.remote = f"<sip:{target.number_out}@{gw}>"
+        b.remote_target = f"sip:{target.number_out}@{gw}" + (
+            f";transport={dest.transport}" if dest.transport != "udp" else "")
+        req = b.request("INVITE")
+        req.headers.append(("contact", "Contact", f"<sip:sbc@{me};transport={dest.transport}>"))
+        self._copy(a.invite, req, call.source, target.peer)
+        try:
+            mf = a.invite.max_forwards
+        except ParseError:
+            mf = None
+        if mf is not None:
+            req.set("Max-Forwards", str(max(mf - 1, 0)))
+        b.invite = req
+        call.b = b
+        call.b_legs.append(b)
+        call.attempts += 1
+        self.dialogs[(b.call_id, b.local_tag)] = b
+        txn, out = self.stack.request(req, dest, now, b)
+        b.invite_txn = txn
+        return [Attempt(call, target)] + out
+
+    def _copy(self, src, dst, from_peer, to_peer):
+        """Body and allowed headers from one leg's message to the other's,
+        numbers in identity headers normalized for the receiving peer."""
+        allow = self.cross
+        extra = set()
+        for peer in (from_peer, to_peer):
+            extra.update(x.lower() for x in getattr(peer, "headers", ()) or ())
+        for key, name, value in src.headers:
+            if key in allow or key in extra:
+                if key in NUMBER_HEADERS and from_peer is not None and to_peer is not None:
+                    value = self._renumber(value, from_peer, to_peer)
+                dst.headers.append((key, name, value))
+        if src.body:
+            dst.body = src.body
+        else:
+            dst.headers.append(("content-length", "Content-Length", "0"))
+
+    def _renumber(self, value, from_peer, to_peer):
+        try:
+            addr = h.parse_address(value)
+        except ParseError:
+            return value
+        uri = addr.uri
+        if isinstance(uri, SIPURI) and uri.user:
+            uri.user = self.numbers.denormalize_out(self.numbers.normalize_in(uri.user, from_peer),
+                                                    to_peer)
+            return str(addr)
+        return value
+
+    # -- responses on B legs -------------------------------------------------------
+    def response(self, event, now):
+        leg = event.txn.user
+        if not isinstance(leg, Leg):
+            return []
+        resp = event.response
+        call = leg.call
+        method = event.txn.method
+        if method == "INVITE" and leg is leg.call.b and event.txn is leg.invite_txn:
+            return self._b_invite_response(call, leg, resp, now)
+        if method == "INVITE" and leg.invite_txn is event.txn:
+            return self._stale_b_response(leg, resp, now)
+        server = leg.pending.pop(event.txn, None) if resp.status >= 200 else \
+            leg.pending.get(event.txn)
+        if resp.status >= 200 and method == "INVITE" and call.reinvite is not None:
+            call.reinvite = None
+        if server is None or resp.status == 100:
+            return []
+        out = self.stack.respond(server, self._relay_response(server.request, resp, leg.other), now)
+        if method == "INVITE" and 200 <= resp.status < 300:
+            # re-INVITE answered: ACK the far side ourselves, end to end the near one
+            ack = leg.request("ACK")
+            ack.headers[-1] = ("cseq", "CSeq", f"{resp.cseq.seq} ACK")
+            leg.cseq -= 1
+            ack.headers.append(("content-length", "Content-Length", "0"))
+            out += self.stack.request(ack, leg.dest, now, None)[1]
+        return out
+
+    def _b_invite_response(self, call, b, resp, now):
+        status = resp.status
+        a = call.a
+        if status == 100:
+            return []
+        if status < 200:
+            if call.cancelled:
+                return self._send_cancel(b, now)
+            if call.ringing is None:
+                call.ringing = now
+            self._learn_dialog(b, resp)
+            if resp.body:
+                b.early_media = True
+            if call.state == "calling":
+                call.state = "early"
+            return self.stack.respond(a.invite_txn, self._relay_response(a.invite, resp, b), now)
+        if status < 300:
+            if call.answer is not None:  # a retransmitted 2xx (RFC 6026): ACK it again
+                return [Send(b.ack, b.dest)] if b.ack is not None else []
+            self._learn_dialog(b, resp)
+            if call.cancelled or call.state == "ended":
+                # 200 crossed our CANCEL (RFC 3261 §9.1): confirm and end it
+                return self._ack_and_bye(b, resp, now)
+            call.state = "answered"
+            call.answer = now
+            call.final_code = 200
+            max_duration = getattr(self.settings, "max_call_duration", 0)
+            if max_duration:
+                self._at(call, now + max_duration, "max_duration")
+            else:
+                call.deadline = None
+            out = [CallAnswered(call)]
+            out += self.stack.respond(a.invite_txn, self._relay_response(a.invite, resp, b), now)
+            return out
+        # a final failure
+        call.final_code = status
+        out = [AttemptFailed(call, b.target, status)]
+        self.dialogs.pop((b.call_id, b.local_tag), None)
+        if call.cancelled:
+            return out + self._finish(call, "caller", "cancel", now)
+        if self._fails_over(call, b, status):
+            return out + self._next_target(call, now)
+        relay = self._relay_response(a.invite, resp, b, status_only=True)
+        out += self.stack.respond(a.invite_txn, relay, now)
+        return out + self._finish(call, "callee", _reason(status), now)
+
+    def _fails_over(self, call, b, status):
+        codes = getattr(self.settings, "failover_codes", (408, 500, 502, 503, 504))
+        if status not in codes or not call.targets:
+            return False
+        if b.early_media and not getattr(self.settings, "failover_after_early_media", False):
+            return False
+        return True
+
+    def _stale_b_response(self, b, resp, now):
+        """A response on an earlier B leg (failover moved on): a 2xx must still
+        be ACKed and ended, anything else is over already."""
+        if 200 <= resp.status < 300:
+            self._learn_dialog(b, resp)
+            return self._ack_and_bye(b, resp, now)
+        return []
+
+    def _learn_dialog(self, b, resp):
+        tag = resp.to_tag
+        if tag and b.remote_tag is None:
+            b.remote_tag = tag
+            b.remote = resp.get("to")
+        contacts = resp.contacts
+        if contacts and contacts[0] != h.STAR:
+            b.remote_target = str(contacts[0].uri)
+            try:
+                dest = gateway_peer(b.remote_target)
+                b.dest = Peer(dest.transport, dest.host, dest.port)
+            except ParseError:
+                pass
+        rr = resp.values("record-route")
+        if rr:
+            b.route_set = list(reversed(rr))
+
+    def _relay_response(self, request, resp, from_leg, status_only=False):
+        """Our response on the other leg for `resp` received on `from_leg`."""
+        to_leg = from_leg.other
+        out = make_response(request, resp.status, resp.reason,
+                            to_tag=to_leg.local_tag if to_leg.role == "a" else None)
+        out.headers.pop()  # Content-Length: set by the body copy
+        if self.stack.server_header:
+            out.headers.append(("server", "Server", self.stack.server_header))
+        if to_leg.role == "a" and 100 < resp.status < 300:
+            dest = to_leg.dest
+            host, port = self.stack.local.get(dest.transport, ("127.0.0.1", 5060))
+            out.headers.append(("contact", "Contact",
+                                f"<sip:sbc@{_hostport(host, port)};transport={dest.transport}>"))
+        if status_only:
+            out.headers.append(("content-length", "Content-Length", "0"))
+            return out
+        call = from_leg.call
+        peers = (call.target_peer, call.source) if from_leg.role == "b" else (call.source,
+                                                                              call.target_peer)
+        self._copy(resp, out, *peers)
+        return out
+
+    # -- ACK, CANCEL, BYE and other in-dialog requests ------------------------------
+    def ack(self, event, now):
+        """An ACK for a 2xx on an A leg: confirm, and ACK the B leg end to end."""
+        ack = event.ack
+        leg = self.dialogs.get((ack.call_id, ack.to_tag or ""))
+        if leg is None or leg.role != "a":
+            return None
+        call = leg.call
+        if call.state == "answered":
+            call.state = "confirmed"
+        b = call.b
+        if b is None or b.acked:
+            return []
+        return self._ack_b(b, ack.body, ack.get("content-type"), now)
+
+    def _ack_b(self, b, body, content_type, now):
+        ack = Request("ACK", b.remote_target)
+        ack.headers = [("max-forwards", "Max-Forwards", "70")]
+        ack.headers += [("route", "Route", r) for r in b.route_set]
+        ack.headers += [("from", "From", f"{b.local};tag={b.local_tag}"), ("to", "To", b.remote),
+                        ("call-id", "Call-ID", b.call_id),
+                        ("cseq", "CSeq", f"{b.invite.cseq.seq} ACK")]
+        if body:
+            ack.headers.append(("content-type", "Content-Type", content_type or "application/sdp"))
+            ack.body = body
+        else:
+            ack.headers.append(("content-length", "Content-Length", "0"))
+        b.acked = True
+        b.ack = ack
+        return self.stack.request(ack, b.dest, now, None)[1]
+
+    def _ack_and_bye(self, b, resp, now):
+        out = [] if b.acked else self._ack_b(b, b"", None, now)
+        if b.ack is not None and b.acked and out == []:
+            return []  # a retransmitted 2xx: already ACKed and ending
+        bye = b.request("BYE")
+        bye.headers.append(("content-length", "Content-Length", "0"))
+        return out + self.stack.request(bye, b.dest, now, b)[1]
+
+    def cancel(self, event, now):
+        """CANCEL of an A INVITE (already answered 200 by the transaction layer)."""
+        call = self.by_invite.get(event.txn)
+        if call is None or call.state not in ("calling", "early"):
+            return None
+        call.cancelled = True
+        out = self.stack.respond(call.a.invite_txn, self._reply(call.a.invite, 487,
+                                                                "Request Terminated"), now)
+        call.final_code = 487
+        b = call.b
+        if b is not None and call.state == "early":
+            out += self._send_cancel(b, now)
+        # in "calling" the CANCEL waits for the first provisional (RFC 3261 §9.1)
+        return out
+
+    def _send_cancel(self, b, now):
+        if b.invite_txn is None or b.cancel_sent:
+            return []
+        b.cancel_sent = True
+        cancel = Request("CANCEL", b.invite.uri)
+        via = b.invite.get("via")
+        cancel.headers = [("via", "Via", via), ("max-forwards", "Max-Forwards", "70")]
+        cancel.headers += [("route", "Route", r) for r in b.route_set]
+        cancel.headers += [("from", "From", b.invite.get("from")), ("to", "To", b.invite.get("to")),
+                           ("call-id", "Call-ID", b.call_id),
+                           ("cseq", "CSeq", f"{b.invite.cseq.seq} CANCEL"),
+                           ("content-length", "Content-Length", "0")]
+        try:
+            return self.stack.transactions.send_request(cancel, b.invite_txn.peer, now)[1]
+        except LocalProtocolError:
+            return []
+
+    def in_dialog(self, event, now):
+        """A request inside a dialog we know; None if we don't know it."""
+        req = event.request
+        leg = self.dialogs.get((req.call_id, req.to_tag or ""))
+        if leg is None:
+            return None
+        call = leg.call
+        method = req.method
+        if method == "BYE":
+            out = self.stack.respond(event.txn, self._reply(req, 200, "OK"), now)
+            by = "caller" if leg.role == "a" else "callee"
+            return out + self._hangup(call, by, "normal", now, skip=leg)
+        other = leg.other
+        if other is None or other.remote_tag is None and other.role == "b" and method != "PRACK":
+            return self.stack.respond(event.txn, self._reply(req, 481, "Leg Not Established"), now)
+        if method == "INVITE":
+            if call.reinvite is not None:
+                return self.stack.respond(event.txn, self._reply(req, 491, "Request Pending"), now)
+            call.reinvite = leg
+        relay = other.request(method)
+        if method == "PRACK":
+            relay = self._prack(req, relay, other)
+        contact = None
+        if method in ("INVITE", "UPDATE"):
+            host, port = self.stack.local.get(other.dest.transport, ("127.0.0.1", 5060))
+            contact = f"<sip:sbc@{_hostport(host, port)};transport={other.dest.transport}>"
+            relay.headers.append(("contact", "Contact", contact))
+        peers = (call.source, call.target_peer) if leg.role == "a" else (call.target_peer,
+                                                                         call.source)
+        self._copy(req, relay, *peers)
+        txn, out = self.stack.request(relay, other.dest, now, other)
+        if txn is not None:
+            other.pending[txn] = event.txn
+        return out
+
+    def _prack(self, req, relay, other):
+        """RAck names the B INVITE's CSeq, not the A INVITE's (RFC 3262 §7.2)."""
+        rack = req.get("rack")
+        if rack and other.invite is not None:
+            parts = rack.split()
+            if len(parts) == 3:
+                relay.headers.append(("rack", "RAck",
+                                      f"{parts[0]} {other.invite.cseq.seq} {parts[2]}"))
+        return relay
+
+    # -- failures of our own requests -------------------------------------------------
+    def failed(self, txn, status, now):
+        """Timer B/F or a transport failure on one of our client transactions."""
+        leg = txn.user
+        if not isinstance(leg, Leg):
+            return []
+        call = leg.call
+        if leg is call.b and txn is leg.invite_txn and call.state in ("calling", "early"):
+            call.final_code = status
+            out = [AttemptFailed(call, leg.target, status)]
+            self.dialogs.pop((leg.call_id, leg.local_tag), None)
+            if call.cancelled:
+                return out + self._finish(call, "caller", "cancel", now)
+            if self._fails_over(call, leg, status):
+                return out + self._next_target(call, now)
+            relay = self._reply(call.a.invite, status, "Request Timeout" if status == 408
+                                else "Service Unavailable")
+            out += self.stack.respond(call.a.invite_txn, relay, now)
+            return out + self._finish(call, "sbc", "timeout" if status == 408 else "unreachable", now)
+        server = leg.pending.pop(txn, None)
+        if server is not None:
+            if txn.method == "INVITE":
+                call.reinvite = None
+            return self.stack.respond(server, self._reply(server.request, status, "Request Timeout"
+                                                          if status == 408 else "Service Unavailable"),
+                                      now)
+        return []
+
+    def ack_timeout(self, txn, now):
+        """Our 2xx to the caller was never ACKed: end the call on both legs."""
+        call = self.by_invite.get(txn)
+        if call is None or call.state == "ended":
+            return []
+        return self._hangup(call, "sbc", "no_ack", now)
+
+    # -- endings --------------------------------------------------------------------------
+    def _give_up(self, call, status, reason, now):
+        """No B leg answered: final failure to the caller."""
+        if call.state not in ("calling", "early"):
+            return []
+        out = []
+        if call.b is not None and call.state == "early":
+            out += self._send_cancel(call.b, now)
+        call.final_code = status
+        if not call.cancelled:
+            out += self.stack.respond(call.a.invite_txn,
+                                      self._reply(call.a.invite, status, None), now)
+        return out + self._finish(call, "sbc", reason, now)
+
+    def _hangup(self, call, by, reason, now, skip=None):
+        """BYE on every confirmed leg but `skip` (the one that hung up)."""
+        if call.state == "ended":
+            return []
+        out = []
+        for leg in (call.a, call.b):
+            if leg is None or leg is skip or leg.remote_tag is None:
+                continue
+            if leg.role == "b" and not leg.acked:
+                out += self._ack_b(leg, b"", None, now)
+            bye = leg.request("BYE")
+            bye.headers.append(("content-length", "Content-Length", "0"))
+            out += self.stack.request(bye, leg.dest, now, leg)[1]
+        return out + self._finish(call, by, reason, now)
+
+    def _finish(self, call, by, reason, now):
+        if call.state == "ended":
+            return []
+        call.state = "ended"
+        call.end = now
+        call.hangup_by = call.hangup_by or by
+        call.reason = call.reason or reason
+        call.deadline = None
+        for leg in [call.a] + call.b_legs:
+            self.dialogs.pop((leg.call_id, leg.local_tag), None)
+        self.by_invite.pop(call.a.invite_txn, None)
+        self.active.pop(call.id, None)
+        return [CallEnded(call)]
+
+    def _reply(self, request, status, reason):
+        extra = [("Server", self.stack.server_header)] if self.stack.server_header else []
+        try:
+            tag = None if request.to_tag else self.ids.tag()
+        except ParseError:
+            tag = None
+        return make_response(request, status, reason, to_tag=tag, extra=extra)
+
+
+def _reason(status):
+    return {486: "busy", 600: "busy", 480: "no_answer", 408: "no_answer", 487: "cancel",
+            603: "declined", 404: "not_found", 484: "not_found"}.get(status, "rejected")
+

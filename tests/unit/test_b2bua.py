@@ -1,0 +1,270 @@
+"""The B2BUA over the pure stack: a PBX and a carrier wired to one Stack, no sockets."""
+
+from types import SimpleNamespace
+
+from twisted.trial import unittest
+
+from sbc.b2bua.call import Attempt, AttemptFailed, CallAnswered, CallEnded, CallStarted, Calls
+from sbc.sip.effects import Peer, Send
+from sbc.sip.message import Response, make_response, parse
+from sbc.sip.stack import Stack
+
+PBX = Peer("udp", "127.0.0.2", 5060, 1)
+GW1 = Peer("udp", "127.0.0.3", 5060)
+GW2 = Peer("udp", "127.0.0.4", 5060)
+
+
+class Ids:
+    """Deterministic identifiers."""
+
+    def __init__(self):
+        self.n = 0
+
+    def _next(self, prefix):
+        self.n += 1
+        return f"{prefix}{self.n}"
+
+    def tag(self):
+        return self._next("t")
+
+    def branch(self):
+        return self._next("z9hG4bKsbc")
+
+    def nonce(self):
+        return self._next("n")
+
+    def call_id(self):
+        return self._next("cid")
+
+
+def peer(name, *gateways):
+    return SimpleNamespace(name=name, headers=(),
+                           gateways=tuple(SimpleNamespace(uri=g) for g in gateways))
+
+
+PBX_PEER = peer("pbx", "sip:127.0.0.2:5060")
+CARRIER = peer("carrier", "sip:127.0.0.3:5060", "sip:127.0.0.4:5060")
+
+
+class Router:
+    """Classifies 127.0.0.2 as the PBX and routes every number to the carrier's gateways."""
+
+    def __init__(self, reject=None):
+        self.reject = reject
+
+    def classify(self, host):
+        return {"127.0.0.2": PBX_PEER, "127.0.0.3": CARRIER}.get(host)
+
+    def route(self, source, number):
+        targets = [SimpleNamespace(peer=CARRIER, gateway=g, number_out="+" + number.lstrip("+"))
+                   for g in CARRIER.gateways]
+        return SimpleNamespace(reject=self.reject, targets=targets, number=number, rule=None)
+
+
+class Numbers:
+    @staticmethod
+    def normalize_in(user, peer):
+        return user
+
+    @staticmethod
+    def denormalize_out(number, peer):
+        return number
+
+
+SETTINGS = SimpleNamespace(failover_codes=(408, 500, 502, 503, 504),
+                           failover_after_early_media=False, max_call_duration=3600,
+                           header_allow=())
+
+INVITE = (
+    "INVITE sip:15551234567@127.0.0.1:5060 SIP/2.0\r\n"
+    "Via: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bKpbx1;rport\r\n"
+    "Max-Forwards: 70\r\n"
+    "From: \"Desk 100\" <sip:100@127.0.0.2>;tag=pbxtag\r\n"
+    "To: <sip:15551234567@127.0.0.1>\r\n"
+    "Call-ID: pbx-call-1@127.0.0.2\r\n"
+    "CSeq: 20 INVITE\r\n"
+    "Contact: <sip:100@127.0.0.2:5060>\r\n"
+    "Record-Route: <sip:proxy.pbx.internal;lr>\r\n"
+    "X-Internal-Secret: 42\r\n"
+    "Content-Type: application/sdp\r\n"
+    "Content-Length: 4\r\n\r\nv=0\n")
+
+
+class Case(unittest.TestCase):
+    def setUp(self):
+        self.stack = Stack(Ids())
+        self.stack.local.update({"udp": ("127.0.0.1", 5060)})
+        self.stack.calls = Calls(self.stack, Router(), Numbers, SETTINGS, self.stack.ids)
+        self.now = 0.0
+
+    def feed(self, data, source):
+        """Parse bytes as if they arrived from `source`; return what the stack did."""
+        msg = parse(data if isinstance(data, bytes) else bytes(data))
+        return self.stack.received(msg, source, self.now)
+
+    @staticmethod
+    def sends(effects, dest=None):
+        return [e.message for e in effects if isinstance(e, Send)
+                and (dest is None or (e.dest.host, e.dest.port) == (dest.host, dest.port))]
+
+    def answer(self, request, status, tag="gwtag", body=b"", extra=()):
+        """The carrier's response to `request` (bytes)."""
+        resp = make_response(request, status, to_tag=tag)
+        resp.headers.pop()
+        resp.headers.append(("contact", "Contact", "<sip:gw@127.0.0.3:5060>"))
+        for name, value in extra:
+            resp.headers.append((name.lower(), name, value))
+        if body:
+            resp.headers.append(("content-type", "Content-Type", "application/sdp"))
+        resp.body = body
+        return bytes(resp)
+
+    def start(self):
+        out = self.feed(INVITE.encode(), PBX)
+        [trying] = self.sends(out, PBX)
+        [b_invite] = self.sends(out, GW1)
+        return out, trying, b_invite
+
+
+class BasicCallTests(Case):
+    def test_invite_goes_to_the_first_gateway_hidden(self):
+        """The carrier gets a fresh INVITE: nothing of the PBX leg's topology crosses."""
+        out, trying, b = self.start()
+        self.assertEqual(trying.status, 100)
+        self.assertEqual(b.uri, "sip:+15551234567@127.0.0.3:5060")
+        wire = bytes(b).decode()
+        for secret in ("127.0.0.2", "pbx-call-1", "pbxtag", "z9hG4bKpbx1", "proxy.pbx.internal",
+                       "X-Internal-Secret"):
+            self.assertNotIn(secret, wire)
+        self.assertEqual(b.body, b"v=0\n")
+        self.assertEqual(b.get("Max-Forwards"), "69")
+        self.assertIn('"Desk 100"', b.get("From"))
+        self.assertTrue(any(isinstance(e, CallStarted) for e in out))
+        self.assertTrue(any(isinstance(e, Attempt) for e in out))
+
+    def test_call_answered_and_hung_up_by_caller(self):
+        """180 and 200 are relayed with our tag, ACK and BYE cross end to end, the call ends once."""
+        _, _, b = self.start()
+        out = self.feed(self.answer(b, 180), GW1)
+        [ringing] = self.sends(out, PBX)
+        self.assertEqual(ringing.status, 180)
+        a_tag = ringing.to_tag
+        self.assertNotEqual(a_tag, "gwtag")
+        out = self.feed(self.answer(b, 200, body=b"v=0\r\n"), GW1)
+        [ok] = self.sends(out, PBX)
+        self.assertEqual((ok.status, ok.to_tag, ok.body), (200, a_tag, b"v=0\r\n"))
+        self.assertNotIn("127.0.0.3", bytes(ok).decode())
+        self.assertTrue(any(isinstance(e, CallAnswered) for e in out))
+        ack = (f"ACK sip:sbc@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bKack1\r\n"
+               f"From: <sip:100@127.0.0.2>;tag=pbxtag\r\nTo: <sip:15551234567@127.0.0.1>;tag={a_tag}\r\n"
+               f"Call-ID: pbx-call-1@127.0.0.2\r\nCSeq: 20 ACK\r\nContent-Length: 0\r\n\r\n").encode()
+        out = self.feed(ack, PBX)
+        [b_ack] = self.sends(out, GW1)
+        self.assertEqual((b_ack.method, b_ack.to_tag, b_ack.call_id), ("ACK", "gwtag", b.call_id))
+        self.assertEqual(b_ack.uri, "sip:gw@127.0.0.3:5060")
+        bye = ack.replace(b"ACK sip", b"BYE sip").replace(b"20 ACK", b"21 BYE").replace(
+            b"z9hG4bKack1", b"z9hG4bKbye1")
+        out = self.feed(bye, PBX)
+        [ok_bye] = self.sends(out, PBX)
+        [b_bye] = self.sends(out, GW1)
+        self.assertEqual((ok_bye.status, b_bye.method, b_bye.to_tag), (200, "BYE", "gwtag"))
+        [ended] = [e for e in out if isinstance(e, CallEnded)]
+        call = ended.call
+        self.assertEqual((call.final_code, call.hangup_by, call.reason), (200, "caller", "normal"))
+        self.assertEqual(self.stack.calls.active, {})
+
+    def test_bye_from_callee(self):
+        """A BYE from the carrier is answered and carried to the PBX in its dialog."""
+        _, _, b = self.start()
+        ok = self.sends(self.feed(self.answer(b, 200), GW1), PBX)[0]
+        bye = (f"BYE sip:sbc@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5060;branch=z9hG4bKgwbye\r\n"
+               f"From: {b.get('To')};tag=gwtag\r\nTo: {b.get('From')}\r\n"
+               f"Call-ID: {b.call_id}\r\nCSeq: 1 BYE\r\nContent-Length: 0\r\n\r\n").encode()
+        out = self.feed(bye, GW1)
+        [a_bye] = self.sends(out, PBX)
+        self.assertEqual((a_bye.method, a_bye.call_id, a_bye.to_tag, a_bye.from_tag),
+                         ("BYE", "pbx-call-1@127.0.0.2", "pbxtag", ok.to_tag))
+        self.assertEqual(a_bye.uri, "sip:100@127.0.0.2:5060")
+        [ended] = [e for e in out if isinstance(e, CallEnded)]
+        self.assertEqual(ended.call.hangup_by, "callee")
+
+
+class FailureTests(Case):
+    def test_busy_relayed(self):
+        """A 486 from the carrier reaches the PBX as 486 and ends the call (no failover)."""
+        _, _, b = self.start()
+        out = self.feed(self.answer(b, 486), GW1)
+        self.assertEqual([m.status for m in self.sends(out, PBX)], [486])
+        self.assertEqual(self.sends(out, GW1)[0].method, "ACK")  # the transaction's ACK
+        [ended] = [e for e in out if isinstance(e, CallEnded)]
+        self.assertEqual((ended.call.final_code, ended.call.reason), (486, "busy"))
+
+    def test_503_fails_over_to_the_next_gateway(self):
+        """A 503 moves the call to the second gateway with a new Call-ID; the PBX sees nothing."""
+        _, _, b = self.start()
+        out = self.feed(self.answer(b, 503), GW1)
+        self.assertEqual(self.sends(out, PBX), [])
+        [b2] = self.sends(out, GW2)
+        self.assertEqual(b2.method, "INVITE")
+        self.assertNotEqual(b2.call_id, b.call_id)
+        self.assertTrue(any(isinstance(e, AttemptFailed) and e.status == 503 for e in out))
+
+    def test_timer_b_fails_over(self):
+        """A gateway that never answers is left at Timer B for the next one."""
+        self.start()
+        out = []
+        for t in (0.5, 1.5, 3.5, 7.5, 15.5, 31.5, 32.0):
+            self.now = t
+            out = self.stack.expire(t)
+        self.assertEqual([m.method for m in self.sends(out, GW2)], ["INVITE"])
+
+    def test_no_failover_after_early_media(self):
+        """After a 183 with SDP a 503 is relayed to the caller, not failed over."""
+        _, _, b = self.start()
+        self.feed(self.answer(b, 183, body=b"v=0\r\n"), GW1)
+        out = self.feed(self.answer(b, 503), GW1)
+        self.assertEqual([m.status for m in self.sends(out, PBX)], [503])
+        self.assertEqual([m.method for m in self.sends(out, GW2)], [])
+
+    def test_all_gateways_fail(self):
+        """When every target fails the caller gets the last failure."""
+        _, _, b = self.start()
+        out = self.feed(self.answer(b, 503), GW1)
+        [b2] = self.sends(out, GW2)
+        out = self.feed(self.answer(b2, 502, tag="gw2"), GW2)
+        self.assertEqual([m.status for m in self.sends(out, PBX)], [502])
+        [ended] = [e for e in out if isinstance(e, CallEnded)]
+        self.assertEqual(ended.call.attempts, 2)
+
+    def test_route_reject(self):
+        """A routing refusal is the INVITE's final answer."""
+        self.stack.calls.router = Router(reject=(403, "Forbidden"))
+        out = self.feed(INVITE.encode(), PBX)
+        self.assertEqual([m.status for m in self.sends(out, PBX)], [100, 403])
+
+
+class CancelTests(Case):
+    def test_cancel_after_ringing(self):
+        """CANCEL from the PBX: 200 and 487 to it, CANCEL to the carrier; its 487 ends the call."""
+        _, _, b = self.start()
+        self.feed(self.answer(b, 180), GW1)
+        cancel = INVITE.split("Content-Type")[0].replace("INVITE sip", "CANCEL sip").replace(
+            "20 INVITE", "20 CANCEL") + "Content-Length: 0\r\n\r\n"
+        out = self.feed(cancel.encode(), PBX)
+        self.assertEqual(sorted(m.status for m in self.sends(out, PBX)), [200, 487])
+        [b_cancel] = self.sends(out, GW1)
+        self.assertEqual((b_cancel.method, b_cancel.via.branch), ("CANCEL", b.via.branch))
+        out = self.feed(self.answer(b, 487), GW1)
+        [ended] = [e for e in out if isinstance(e, CallEnded)]
+        self.assertEqual((ended.call.final_code, ended.call.reason), (487, "cancel"))
+
+    def test_200_crossing_cancel(self):
+        """A 200 that crosses our CANCEL is ACKed and immediately ended with BYE."""
+        _, _, b = self.start()
+        self.feed(self.answer(b, 180), GW1)
+        cancel = INVITE.split("Content-Type")[0].replace("INVITE sip", "CANCEL sip").replace(
+            "20 INVITE", "20 CANCEL") + "Content-Length: 0\r\n\r\n"
+        self.feed(cancel.encode(), PBX)
+        out = self.feed(self.answer(b, 200), GW1)
+        self.assertEqual([m.method for m in self.sends(out, GW1)], ["ACK", "BYE"])
+        self.assertEqual(self.sends(out, PBX), [])
