@@ -268,3 +268,75 @@ class CancelTests(Case):
         out = self.feed(self.answer(b, 200), GW1)
         self.assertEqual([m.method for m in self.sends(out, GW1)], ["ACK", "BYE"])
         self.assertEqual(self.sends(out, PBX), [])
+
+
+class DialogTests(Case):
+    def established(self):
+        """A confirmed call; returns (B INVITE, A tag)."""
+        _, _, b = self.start()
+        ok = self.sends(self.feed(self.answer(b, 200), GW1), PBX)[0]
+        ack = (f"ACK sip:sbc@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bKack1\r\n"
+               f"From: <sip:100@127.0.0.2>;tag=pbxtag\r\nTo: <sip:15551234567@127.0.0.1>;tag={ok.to_tag}\r\n"
+               f"Call-ID: pbx-call-1@127.0.0.2\r\nCSeq: 20 ACK\r\nContent-Length: 0\r\n\r\n").encode()
+        self.feed(ack, PBX)
+        return b, ok.to_tag
+
+    def pbx_request(self, method, cseq, a_tag, branch, body=b"", extra=""):
+        ctype = "Content-Type: application/sdp\r\n" if body else ""
+        return (f"{method} sip:sbc@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch={branch}\r\n"
+                f"From: <sip:100@127.0.0.2>;tag=pbxtag\r\nTo: <sip:15551234567@127.0.0.1>;tag={a_tag}\r\n"
+                f"Call-ID: pbx-call-1@127.0.0.2\r\nCSeq: {cseq} {method}\r\nContact: <sip:100@127.0.0.2>\r\n"
+                f"{extra}{ctype}Content-Length: {len(body)}\r\n\r\n").encode() + body
+
+    def test_reinvite_hold_relayed(self):
+        """A hold re-INVITE crosses with its SDP; the carrier's 200 comes back and is ACKed by us."""
+        b, a_tag = self.established()
+        out = self.feed(self.pbx_request("INVITE", 21, a_tag, "z9hG4bKre1", b"a=sendonly\r\n"), PBX)
+        [reinvite] = self.sends(out, GW1)
+        self.assertEqual((reinvite.method, reinvite.call_id, reinvite.to_tag, reinvite.body),
+                         ("INVITE", b.call_id, "gwtag", b"a=sendonly\r\n"))
+        out = self.feed(self.answer(reinvite, 200, body=b"a=recvonly\r\n"), GW1)
+        [ok] = self.sends(out, PBX)
+        self.assertEqual((ok.status, ok.body, ok.to_tag), (200, b"a=recvonly\r\n", a_tag))
+        [b_ack] = self.sends(out, GW1)
+        self.assertEqual((b_ack.method, b_ack.cseq.seq), ("ACK", reinvite.cseq.seq))
+
+    def test_glare_491(self):
+        """A re-INVITE while another is pending is answered 491 (RFC 3261 §14.1)."""
+        b, a_tag = self.established()
+        self.feed(self.pbx_request("INVITE", 21, a_tag, "z9hG4bKre1", b"x"), PBX)
+        gw_reinvite = (f"INVITE sip:sbc@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5060;branch=z9hG4bKgwre\r\n"
+                       f"From: {b.get('To')};tag=gwtag\r\nTo: {b.get('From')}\r\nCall-ID: {b.call_id}\r\n"
+                       f"CSeq: 5 INVITE\r\nContact: <sip:gw@127.0.0.3>\r\nContent-Length: 0\r\n\r\n").encode()
+        out = self.feed(gw_reinvite, GW1)
+        self.assertEqual([m.status for m in self.sends(out, GW1)], [100, 491])
+
+    def test_info_relayed_both_ways(self):
+        """INFO (DTMF) crosses to the carrier and its 200 comes back."""
+        b, a_tag = self.established()
+        out = self.feed(self.pbx_request("INFO", 22, a_tag, "z9hG4bKinfo", b"Signal=5\r\n"), PBX)
+        [info] = self.sends(out, GW1)
+        self.assertEqual((info.method, info.body), ("INFO", b"Signal=5\r\n"))
+        out = self.feed(self.answer(info, 200), GW1)
+        self.assertEqual([m.status for m in self.sends(out, PBX)], [200])
+
+    def test_max_duration(self):
+        """At max_call_duration both legs get a BYE and the call ends as max_duration."""
+        self.established()
+        self.now = 3600.0
+        out = self.stack.expire(3600.0)
+        self.assertEqual([m.method for m in self.sends(out, PBX)], ["BYE"])
+        self.assertEqual([m.method for m in self.sends(out, GW1)], ["BYE"])
+        [ended] = [e for e in out if isinstance(e, CallEnded)]
+        self.assertEqual((ended.call.hangup_by, ended.call.reason), ("sbc", "max_duration"))
+
+    def test_prack_rack_mapped(self):
+        """A PRACK's RAck is rewritten to the B INVITE's CSeq (RFC 3262)."""
+        _, _, b = self.start()
+        out = self.feed(self.answer(b, 183, extra=(("Require", "100rel"), ("RSeq", "7"))), GW1)
+        [prov] = self.sends(out, PBX)
+        self.assertEqual((prov.get("RSeq"), prov.get("Require")), ("7", "100rel"))
+        out = self.feed(self.pbx_request("PRACK", 21, prov.to_tag, "z9hG4bKpr",
+                                         extra="RAck: 7 20 INVITE\r\n"), PBX)
+        [prack] = self.sends(out, GW1)
+        self.assertEqual(prack.get("RAck"), f"7 {b.cseq.seq} INVITE")
