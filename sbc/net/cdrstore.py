@@ -1,0 +1,264 @@
+"""CDRs in SQLite: one writer thread for the running SBC, plain reads for the CLI.
+
+Durability: WAL journal with `synchronous=FULL`, so the WAL is fsynced at every
+commit and a record whose write has fired survives a crash or a power loss.
+Each record is one autocommitted INSERT on the writer's own connection; the
+reactor never waits on the disk.
+"""
+
+import json
+import os
+import sqlite3
+from urllib.parse import quote
+
+from twisted.internet import defer, threads
+from twisted.logger import Logger
+from twisted.python.threadpool import ThreadPool
+
+from ..cdr import CDR, COLUMNS, FILENAME
+from ..errors import ConfigError
+
+log = Logger(namespace="sbc.cdr")
+
+_TYPES = {
+    "id": "TEXT NOT NULL UNIQUE",
+    "start": "REAL NOT NULL", "ringing": "REAL", "answer": "REAL", "end": "REAL NOT NULL",
+    "final_code": "INTEGER NOT NULL", "attempts": "INTEGER NOT NULL",
+}
+_COLUMN_LIST = ", ".join(f'"{name}"' for name in COLUMNS)
+
+# MIGRATIONS[n] takes a database from schema version n to n + 1.
+MIGRATIONS = (
+    (
+        "CREATE TABLE cdr (seq INTEGER PRIMARY KEY AUTOINCREMENT, "
+        + ", ".join(f'"{name}" {_TYPES.get(name, "TEXT NOT NULL")}' for name in COLUMNS)
+        + ")",
+        'CREATE INDEX cdr_start ON cdr ("start")',
+    ),
+)
+SCHEMA_VERSION = len(MIGRATIONS)
+
+
+def path_in(state_dir):
+    return os.path.join(state_dir, FILENAME)
+
+
+def _version(db):
+    db.execute("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")
+    row = db.execute("SELECT version FROM schema_version").fetchone()
+    return 0 if row is None else row[0]
+
+
+def migrate(db, path):
+    """Bring the schema to SCHEMA_VERSION, each step in its own transaction."""
+    db.execute("BEGIN IMMEDIATE")
+    try:
+        version = _version(db)
+        if version > SCHEMA_VERSION:
+            raise ConfigError(f"CDR schema version {version} is newer than this sbc "
+                              f"understands ({SCHEMA_VERSION})", file=path)
+        if version == 0:
+            db.execute("INSERT INTO schema_version (version) VALUES (0)")
+        db.execute("COMMIT")
+    except BaseException:
+        db.execute("ROLLBACK")
+        raise
+    for step in range(version, SCHEMA_VERSION):
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for statement in MIGRATIONS[step]:
+                db.execute(statement)
+            db.execute("UPDATE schema_version SET version = ?", (step + 1,))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+
+def connect_writer(path):
+    """A connection that commits durably, with the schema up to date."""
+    if not os.path.exists(path):
+        # Phone numbers are personal data: not world-readable. SQLite gives the
+        # -wal and -shm files the same mode.
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o640))
+    # isolation_level=None: every INSERT is its own committed transaction.
+    # check_same_thread=False: opened here, then used by the writer thread only.
+    db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+    try:
+        db.execute("PRAGMA busy_timeout = 5000")
+        mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode.lower() != "wal":
+            raise ConfigError(f"cannot use the WAL journal (got {mode!r})", file=path)
+        db.execute("PRAGMA synchronous = FULL")
+        migrate(db, path)
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def query(path, since=None, until=None, peer=None, number=None, code=None, limit=100):
+    """The newest `limit` matching records (0 or None: all), oldest first.
+
+    since/until: epoch seconds bounding `start` (since inclusive, until
+    exclusive); peer: source, target or trunk name; number: substring of any
+    of the four numbers; code: final_code. Opens its own read-only connection,
+    so it works from another process while the SBC writes.
+    """
+    where, args = [], []
+    if since is not None:
+        where.append('"start" >= ?')
+        args.append(since)
+    if until is not None:
+        where.append('"start" < ?')
+        args.append(until)
+    if peer:
+        where.append("(source_peer = ? OR target_peer = ? OR trunk = ?)")
+        args += [peer] * 3
+    if number:
+        # instr, not LIKE: '%' and '_' in the search text are literal.
+        where.append("(" + " OR ".join(f"instr({c}, ?) > 0" for c in
+                                       ("caller_in", "callee_in", "caller_out", "callee_out")) + ")")
+        args += [number] * 4
+    if code is not None:
+        where.append("final_code = ?")
+        args.append(code)
+    sql = f"SELECT seq, {_COLUMN_LIST} FROM cdr"
+    if where:
+        sql += " WHERE " + " AND ".join(where)
+    sql += ' ORDER BY "start" DESC, seq DESC'
+    if limit:
+        sql += " LIMIT ?"
+        args.append(int(limit))
+    db = sqlite3.connect(f"file:{quote(os.path.abspath(path))}?mode=ro", uri=True)
+    try:
+        db.execute("PRAGMA busy_timeout = 5000")
+        version = _read_version(db)
+        if version > SCHEMA_VERSION:
+            raise ConfigError(f"CDR schema version {version} is newer than this sbc "
+                              f"understands ({SCHEMA_VERSION})", file=path)
+        if version == 0:
+            return []  # created, not yet migrated
+        rows = db.execute(sql, args).fetchall()
+    finally:
+        db.close()
+    rows.reverse()
+    return [CDR.from_row(row[1:]) for row in rows]
+
+
+def _read_version(db):
+    try:
+        row = db.execute("SELECT version FROM schema_version").fetchone()
+    except sqlite3.OperationalError as e:
+        if "no such table" in str(e):
+            return 0
+        raise
+    return 0 if row is None else row[0]
+
+
+class CDRStore:
+    """Durable CDR writes off the reactor thread: one dedicated writer thread.
+
+    Opening (schema creation or migration) is synchronous: it happens at start,
+    and a broken file fails the start. `written`, `failures` (failed write
+    attempts) and `lost` (records given up after the retry) are counters for
+    metrics.
+    """
+
+    def __init__(self, path, reactor=None):
+        if reactor is None:
+            from twisted.internet import reactor
+        self.path = path
+        self.written = 0
+        self.failures = 0
+        self.lost = 0
+        self._reactor = reactor
+        self._db = connect_writer(path)
+        self._pool = ThreadPool(minthreads=1, maxthreads=1, name="sbc-cdr")
+        self._pool.start()
+        self._closing = None  # None: open; list: closing (waiters); True: closed
+        self._sql = f"INSERT INTO cdr ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"
+
+    @classmethod
+    def in_state_dir(cls, state_dir, reactor=None):
+        return cls(path_in(state_dir), reactor=reactor)
+
+    def write(self, cdr):
+        """Queue one record; the Deferred fires True once it is on disk, False if lost.
+
+        It never errbacks: a failed attempt is logged, counted and retried once
+        (on the writer thread, so `close()` waits for the retry too).
+        """
+        if self._closing is not None:
+            return defer.succeed(self._lose(cdr, "the store is closed"))
+        d = threads.deferToThreadPool(self._reactor, self._pool, self._insert, cdr.to_row())
+        d.addCallback(self._done, cdr)
+        d.addErrback(self._bug, cdr)
+        return d
+
+    def _insert(self, row):
+        """On the writer thread: try twice; the error text of each failed attempt."""
+        errors = []
+        for _ in range(2):
+            try:
+                self._db.execute(self._sql, row)
+            except Exception as e:  # noqa: BLE001 - counted and logged on the reactor
+                errors.append(f"{type(e).__name__}: {e}")
+                try:
+                    if self._db.in_transaction:
+                        self._db.execute("ROLLBACK")
+                except Exception:  # noqa: BLE001 - the retry will report the real state
+                    pass
+            else:
+                break
+        return errors
+
+    def _done(self, errors, cdr):
+        self.failures += len(errors)
+        if errors:
+            log.warn("CDR {id} write failed: {error}", id=cdr.id, error=errors[0])
+        if len(errors) == 2:
+            return self._lose(cdr, f"retry failed: {errors[1]}")
+        self.written += 1
+        return True
+
+    def _bug(self, failure, cdr):
+        log.failure("CDR {id} write", failure, id=cdr.id)
+        self.failures += 1
+        return self._lose(cdr, failure.getErrorMessage())
+
+    def _lose(self, cdr, why):
+        self.lost += 1
+        # The log keeps what the database could not: the record itself.
+        log.error("CDR {id} lost: {why}: {record}", id=cdr.id, why=why,
+                  record=json.dumps(cdr.as_dict()))
+        return False
+
+    def query(self, since=None, until=None, peer=None, number=None, code=None, limit=100):
+        """Synchronous read on a separate connection (see `query()`)."""
+        return query(self.path, since=since, until=until, peer=peer, number=number,
+                     code=code, limit=limit)
+
+    def close(self):
+        """Finish every queued write, close the database, stop the thread.
+
+        Returns a Deferred firing None; later writes are refused (and logged).
+        """
+        waiter = defer.Deferred()
+        if self._closing is None:
+            self._closing = [waiter]
+            # One FIFO thread: this runs after every write already queued.
+            d = threads.deferToThreadPool(self._reactor, self._pool, self._db.close)
+            d.addErrback(lambda f: log.failure("closing {path}", f, path=self.path))
+            d.addBoth(self._closed)
+        elif self._closing is True:
+            waiter.callback(None)
+        else:
+            self._closing.append(waiter)
+        return waiter
+
+    def _closed(self, _):
+        self._pool.stop()
+        waiters, self._closing = self._closing, True
+        for waiter in waiters:
+            waiter.callback(None)
