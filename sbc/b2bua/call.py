@@ -19,6 +19,7 @@ from itertools import count
 from ..errors import LocalProtocolError, ParseError
 from ..sip import headers as h
 from ..sip.effects import Peer, Send
+from ..sip.digest import apply_credentials
 from ..sip.message import Request, make_response
 from ..sip.uri import SIPURI, TelURI, parse_uri
 
@@ -390,6 +391,10 @@ class Calls:
             out = [CallAnswered(call)]
             out += self.stack.respond(a.invite_txn, self._relay_response(a.invite, resp, b), now)
             return out
+        if status in (401, 407) and not call.cancelled:
+            retry = self._authenticate(b, resp, now)
+            if retry is not None:
+                return retry
         # a final failure
         call.final_code = status
         out = [AttemptFailed(call, b.target, status)]
@@ -401,6 +406,21 @@ class Calls:
         relay = self._relay_response(a.invite, resp, b, status_only=True)
         out += self.stack.respond(a.invite_txn, relay, now)
         return out + self._finish(call, "callee", _reason(status), now)
+
+    def _authenticate(self, b, resp, now):
+        """Answer a carrier's 401/407 with the trunk's credentials, once per
+        challenge (RFC 3261 §22.2); None when we have none that fit."""
+        auth = getattr(b.target.peer, "auth", None)
+        if auth is None or not auth.username:
+            return None
+        retry = apply_credentials(b.invite, resp, auth, self.ids.nonce())
+        if retry is None:
+            return None
+        b.cseq = retry.cseq.seq
+        b.invite = retry
+        txn, out = self.stack.request(retry, b.invite_txn.peer, now, b)
+        b.invite_txn = txn
+        return out
 
     def _fails_over(self, call, b, status):
         codes = getattr(self.settings, "failover_codes", (408, 500, 502, 503, 504))

@@ -340,3 +340,21 @@ class DialogTests(Case):
                                          extra="RAck: 7 20 INVITE\r\n"), PBX)
         [prack] = self.sends(out, GW1)
         self.assertEqual(prack.get("RAck"), f"7 {b.cseq.seq} INVITE")
+
+
+class AuthTests(Case):
+    def test_carrier_challenge_answered(self):
+        """A 407 from the carrier is answered once with the trunk's credentials, same Call-ID, CSeq+1."""
+        CARRIER.auth = SimpleNamespace(username="acct", password="secret", realm="")
+        self.addCleanup(delattr, CARRIER, "auth")
+        _, _, b = self.start()
+        challenge = 'Digest realm="carrier", nonce="abc", qop="auth", algorithm=MD5'
+        out = self.feed(self.answer(b, 407, extra=(("Proxy-Authenticate", challenge),)), GW1)
+        methods = [m.method for m in self.sends(out, GW1)]
+        self.assertEqual(methods, ["ACK", "INVITE"])
+        retry = self.sends(out, GW1)[1]
+        self.assertEqual((retry.call_id, retry.cseq.seq), (b.call_id, b.cseq.seq + 1))
+        self.assertIn('username="acct"', retry.get("Proxy-Authorization"))
+        self.assertEqual(self.sends(out, PBX), [])
+        out = self.feed(self.answer(retry, 200), GW1)
+        self.assertEqual([m.status for m in self.sends(out, PBX)], [200])
