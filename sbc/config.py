@@ -1,7 +1,8 @@
-"""The config model: a TOML file read into frozen dataclasses and validated.
+"""The config model: TOML files read into frozen dataclasses and validated.
 
-`loads()` is pure; `load()` adds the one file read. Every problem becomes a
-`ConfigError` that names the file, the line and the dotted key, e.g.
+`loads()` is pure; `load()` adds file reads (the main file and the files its
+`include` globs name). Every problem becomes a `ConfigError` that names the
+file, the line and the dotted key, e.g.
 `conf/sbc.toml:12: listen[1].port: must be an integer 0..65535, got "abc"`.
 tomllib returns values without positions, so `_Locator` re-scans the source
 text, only when there is an error to report, to find the line of a key.
@@ -10,25 +11,39 @@ See docs/config.md for the reference of every key.
 
 import bisect
 import difflib
+import fnmatch
+import glob
 import ipaddress
 import json
 import math
+import os.path
 import re
 import tomllib
 from dataclasses import dataclass
+from dataclasses import replace as _replace
+from functools import partial
 
-from sbc.errors import ConfigError
+import netaddr
+
+from sbc.errors import ConfigError, ParseError
 from sbc.sip.message import Limits
+from sbc.sip.uri import SIPURI, parse_uri
 
 __all__ = [
     "Config", "Listener", "TLS", "Metrics", "Timers", "Limits", "TCP",
-    "TRANSPORTS", "LOG_LEVELS", "TLS_VERSIONS", "SCHEMA", "loads", "load",
+    "Gateway", "Auth", "Register", "Probe", "Numbers", "Rewrite", "Peer",
+    "Rule", "Table", "B2BUA",
+    "TRANSPORTS", "LOG_LEVELS", "TLS_VERSIONS", "PEER_KINDS", "NUMBER_FORMATS",
+    "DIRECTIONS", "SCHEMA", "loads", "load", "peer_named", "table_named",
 ]
 
 TRANSPORTS = ("udp", "tcp", "tls")
 LOG_LEVELS = ("debug", "info", "warn", "error")
 TLS_VERSIONS = ("1.2", "1.3")
 DEFAULT_PORTS = {"udp": 5060, "tcp": 5060, "tls": 5061}
+PEER_KINDS = ("pbx", "trunk")
+NUMBER_FORMATS = ("e164", "e164_noplus", "national")
+DIRECTIONS = ("in", "out")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +88,126 @@ class TCP:
 
 
 @dataclass(frozen=True, slots=True)
+class Gateway:
+    """Where calls to a peer go. `uri` is a validated sip:/sips: URI without a
+    user part; a hostname in it is resolved per RFC 3263. `priority` and
+    `weight` follow SRV (RFC 2782): lowest priority first, weight within one."""
+
+    uri: str
+    priority: int = 1
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Auth:
+    """Credentials that answer the peer's 401/407; realm "" = any realm."""
+
+    username: str = ""
+    password: str = ""
+    realm: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Register:
+    """REGISTER towards the peer. When enabled, `username` and `domain` hold
+    the effective values (auth.username and the first gateway's host when the
+    file leaves them empty)."""
+
+    enabled: bool = False
+    username: str = ""
+    domain: str = ""
+    expires: int = 3600
+    retry_min: int = 30
+    retry_max: int = 600
+
+
+@dataclass(frozen=True, slots=True)
+class Probe:
+    """OPTIONS pings to each gateway: down after `down_after` failures in a
+    row, up again after `up_after` answers in a row."""
+
+    enabled: bool = False
+    interval: int = 30
+    down_after: int = 3
+    up_after: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Numbers:
+    """How the peer writes numbers: "e164" (+15551234567), "e164_noplus"
+    (15551234567) or "national" (5551234567, for `country_code`);
+    `tech_prefix` is put before numbers sent to it and taken off numbers from it."""
+
+    country_code: str = ""
+    format: str = "e164"
+    tech_prefix: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Rewrite:
+    """A regex rule on numbers: "in" from the peer after conversion to E.164,
+    "out" to the peer after conversion to its format. `match` is the pattern
+    text (it compiles; `replace` fits its groups)."""
+
+    direction: str
+    match: str
+    replace: str
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    name: str
+    kind: str  # "pbx" | "trunk"
+    sources: tuple[str, ...] = ()  # canonical CIDRs, e.g. "127.0.0.2/32"
+    table: str = ""  # routing table for calls from this peer; "" = none (403)
+    gateways: tuple[Gateway, ...] = ()
+    auth: Auth = Auth()
+    register: Register = Register()
+    probe: Probe = Probe()
+    numbers: Numbers = Numbers()
+    rewrite: tuple[Rewrite, ...] = ()
+    codecs: tuple[str, ...] = ()  # () = any
+    headers: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Rule:
+    """`number` is "+E164" (exact), "+prefix*", "+A-+B" (range, same length,
+    A <= B) or "*". `to` lists peer names in failover order; `weights` is ()
+    or one weight per `to` entry. A deny rule has no `to`."""
+
+    number: str
+    to: tuple[str, ...] = ()
+    deny: bool = False
+    weights: tuple[int, ...] = ()
+
+    @property
+    def kind(self):
+        """One of "exact", "range", "prefix" or "default"."""
+        if self.number == "*":
+            return "default"
+        if self.number.endswith("*"):
+            return "prefix"
+        return "range" if "-" in self.number else "exact"
+
+
+@dataclass(frozen=True, slots=True)
+class Table:
+    name: str
+    rules: tuple[Rule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class B2BUA:
+    failover_codes: tuple[int, ...] = (408, 500, 502, 503, 504)
+    failover_after_early_media: bool = False
+    max_call_duration: int = 14400  # seconds; 0 = unlimited
+    session_expires: int = 1800  # seconds (RFC 4028); 0 = off
+    min_se: int = 90
+    header_allow: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str = "<default>"
     state_dir: str = ""  # "" = $STATE_DIRECTORY or ./var, resolved by the shell
@@ -84,16 +219,37 @@ class Config:
     timers: Timers = Timers()
     limits: Limits = Limits()
     tcp: TCP = TCP()
+    peers: tuple[Peer, ...] = ()  # the main file's, then each included file's
+    tables: tuple[Table, ...] = ()
+    b2bua: B2BUA = B2BUA()
 
     @classmethod
     def default(cls, path="<default>"):
-        """Every default: one UDP listener on 127.0.0.1:5060."""
+        """Every default: one UDP listener on 127.0.0.1:5060, no peers, no tables."""
         return cls(path=path)
 
 
-# Table -> its keys; "listen" is an array of tables. docs/config.md lists them all.
+def peer_named(config, name):
+    """The peer called `name`, or None."""
+    for peer in config.peers:
+        if peer.name == name:
+            return peer
+    return None
+
+
+def table_named(config, name):
+    """The routing table called `name`, or None."""
+    for table in config.tables:
+        if table.name == name:
+            return table
+    return None
+
+
+# Table -> its keys; "listen", "peer", "table" (and the dotted arrays under
+# them) are arrays of tables. docs/config.md lists them all.
 SCHEMA = {
-    "": ("sbc", "listen", "tls", "metrics", "sip", "tcp"),
+    "": ("include", "sbc", "listen", "tls", "metrics", "sip", "tcp", "b2bua",
+         "peer", "table"),
     "sbc": ("state_dir", "log_level", "server_header"),
     "listen": ("transport", "address", "port", "public_address"),
     "tls": ("cert", "key", "ca", "verify_peer", "min_version"),
@@ -104,32 +260,64 @@ SCHEMA = {
                    "max_vias", "max_body_size"),
     "tcp": ("idle_timeout", "header_timeout", "max_connections",
             "max_connections_per_ip"),
+    "b2bua": ("failover_codes", "failover_after_early_media", "max_call_duration",
+              "session_expires", "min_se", "header_allow"),
+    "peer": ("name", "kind", "sources", "table", "gateways", "auth", "register",
+             "probe", "numbers", "rewrite", "codecs", "headers"),
+    "peer.gateways": ("uri", "priority", "weight"),
+    "peer.auth": ("username", "password", "realm"),
+    "peer.register": ("enabled", "username", "domain", "expires", "retry_min",
+                      "retry_max"),
+    "peer.probe": ("enabled", "interval", "down_after", "up_after"),
+    "peer.numbers": ("country_code", "format", "tech_prefix"),
+    "peer.rewrite": ("direction", "match", "replace"),
+    "table": ("name", "rules"),
+    "table.rules": ("number", "to", "deny", "weights"),
 }
+INCLUDED = ("include", "peer", "table")  # what an included file may hold
+
+# Headers the B2BUA builds per leg: copying them would undo topology hiding.
+PER_LEG_HEADERS = frozenset((
+    "via", "v", "route", "record-route", "contact", "m", "call-id", "i", "cseq",
+    "from", "f", "to", "t", "max-forwards", "content-length", "l"))
 
 
 def load(path):
-    """Read and validate the config file at `path` (the module's only I/O)."""
+    """Read and validate the config file at `path` and the files it includes."""
     path = str(path)
+    disk = _Disk()
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        text = _read(disk, path)
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror or e}", file=path) from None
+    return _Reader(disk, path, text).config()
+
+
+def loads(text, path="<string>", files=None):
+    """Validate TOML `text` into a Config; `path` labels errors and anchors
+    relative includes, which are looked up in `files` ({path: text}) only."""
+    source = _Memory(files or {})
+    return _Reader(source, path, text).config()
+
+
+def _read(source, path):
+    """The text of `path` from `source`: ConfigError for bad bytes, OSError
+    (for the caller to place) when it cannot be read at all."""
+    data = source.read(path)
+    if isinstance(data, str):
+        return data
     try:
-        text = data.decode("utf-8")
+        return data.decode("utf-8")
     except UnicodeDecodeError as e:
         line = data.count(b"\n", 0, e.start) + 1
         raise ConfigError("not valid UTF-8", file=path, line=line, key="syntax") from None
-    return loads(text, path)
 
 
-def loads(text, path="<string>"):
-    """Validate TOML `text` into a Config; `path` only labels errors."""
+def _parse(text, path):
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise _syntax_error(str(e), text, path) from None
-    return _Reader(text, path).config(doc)
 
 
 def _syntax_error(message, text, path):
@@ -144,6 +332,68 @@ def _syntax_error(message, text, path):
     else:
         why += f" at column {column}"
     return ConfigError(why, file=path, line=int(line), key="syntax")
+
+
+# -- where included files come from ----------------------------------------
+
+_MAGIC = re.compile(r"[*?[]")
+
+
+class _Disk:
+    """The file system, for load()."""
+
+    def read(self, path):
+        with open(path, "rb") as f:
+            return f.read()
+
+    def glob(self, pattern):
+        return sorted(p for p in glob.glob(pattern) if os.path.isfile(p))
+
+    def identity(self, path):
+        return os.path.realpath(path)
+
+
+class _Memory:
+    """A {path: text} mapping standing in for the file system, for loads()."""
+
+    def __init__(self, files):
+        self.files = {os.path.normpath(k): v for k, v in files.items()}
+
+    def read(self, path):
+        try:
+            return self.files[os.path.normpath(path)]
+        except KeyError:
+            raise FileNotFoundError(2, "No such file or directory") from None
+
+    def glob(self, pattern):
+        """glob.glob's rules: '*' stays within one path component and does
+        not match a leading '.'."""
+        want = os.path.normpath(pattern).split("/")
+        found = []
+        for path in self.files:
+            parts = path.split("/")
+            if len(parts) == len(want) and all(
+                    fnmatch.fnmatchcase(p, w) and not (p.startswith(".") and not w.startswith("."))
+                    for p, w in zip(parts, want)):
+                found.append(path)
+        return sorted(found)
+
+    def identity(self, path):
+        return os.path.normpath(path)
+
+
+class _File:
+    """One config file's path and text; its locator is built on first error."""
+
+    def __init__(self, path, text):
+        self.path = path
+        self.text = text
+        self._locator = None
+
+    def line(self, path):
+        if self._locator is None:
+            self._locator = _Locator(self.text)
+        return self._locator.line(path)
 
 
 # -- paths and how values are shown in messages ---------------------------
@@ -197,19 +447,49 @@ def _is_hostname(name):
 
 # -- validation -------------------------------------------------------------
 
-class _Reader:
-    """Walks the parsed document; raises the first problem with its line."""
+_NAME = re.compile(r"[a-z0-9_-]{1,64}")
+_NAME_RULE = "1 to 64 of a-z, 0-9, _ and -"
+_E164 = re.compile(r"\+[0-9]{1,15}")
+_PREFIX = re.compile(r"\+[0-9]{0,15}\*")
+_RANGE = re.compile(r"(\+[0-9]{1,15})-(\+[0-9]{1,15})")
+_NUMBER_FORMS = ('an E.164 number ("+15551234567"), a prefix ("+1900*"), '
+                 'a range ("+15550100000-+15550100999") or "*"')
+_COUNTRY_CODE = re.compile(r"[1-9][0-9]{0,2}")
+_TECH_PREFIX = re.compile(r"[0-9*#]{0,16}")
+_CODEC = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]{0,31}")
+_TOKEN = re.compile(r"[A-Za-z0-9.!%*_+`'~-]+")  # RFC 3261 token: a header name
 
-    def __init__(self, text, path):
-        self.text = text
+
+class _Reader:
+    """Walks the parsed documents; raises the first problem with its line."""
+
+    def __init__(self, files, path, text):
+        self.files = files
+        self.main = _File(path, text)
         self.path = path
-        self._locator = None
+        # ("peer", i) / ("table", i) of the merged arrays -> (file, index there)
+        self.origins = {}
+
+    def locate(self, path):
+        """(file, path within that file) of a path into the merged document."""
+        path = tuple(path)
+        origin = self.origins.get(path[:2])
+        if origin is None:
+            return self.main, path
+        file, index = origin
+        return file, (path[0], index) + path[2:]
 
     def fail(self, path, why):
-        if self._locator is None:
-            self._locator = _Locator(self.text)
-        raise ConfigError(why, file=self.path, line=self._locator.line(path),
-                          key=_dotted(path))
+        self.fail_in(*self.locate(path), why)
+
+    def fail_in(self, file, path, why):
+        raise ConfigError(why, file=file.path, line=file.line(path), key=_dotted(path))
+
+    def where(self, path):
+        """'file:line' of a path into the merged document, for messages."""
+        file, local = self.locate(path)
+        line = file.line(local)
+        return file.path if line is None else f"{file.path}:{line}"
 
     def table(self, doc, path, name):
         """The table `path` from its parent `doc`, with unknown keys refused."""
@@ -219,17 +499,35 @@ class _Reader:
         self.known(value, path, SCHEMA[name])
         return value
 
-    def known(self, table, path, allowed):
+    def tables(self, doc, path, name):
+        """The array of tables `path` from its parent `doc` ([] when absent)."""
+        entries = doc.get(path[-1], [])
+        if not isinstance(entries, list):
+            self.fail(path, f"must be an array of tables, got {_show(entries)}")
+        for i, entry in enumerate(entries):
+            if not isinstance(entry, dict):
+                self.fail(path + (i,), f"must be a table, got {_show(entry)}")
+            self.known(entry, path + (i,), SCHEMA[name])
+        return entries
+
+    def known(self, table, path, allowed, fail=None, elsewhere=()):
+        fail = fail or self.fail
         for key, value in table.items():
             if key in allowed:
                 continue
             kind = "table" if isinstance(value, dict) else "key"
+            if key in elsewhere:
+                fail(path + (key,), f"not allowed in an included file, "
+                                    f"which may hold only {_choices(allowed)}")
+            if key == "include":
+                fail(path + (key,), "unknown key; include belongs at the top of the "
+                                    "file, before the first [table] header")
             close = difflib.get_close_matches(key, allowed, n=1)
             if close:
                 hint = f'did you mean "{close[0]}"?'
             else:
                 hint = "known: " + ", ".join(f'"{k}"' for k in allowed)
-            self.fail(path + (key,), f"unknown {kind}; {hint}")
+            fail(path + (key,), f"unknown {kind}; {hint}")
 
     # Each getter returns table[key] checked, or `default` when absent.
 
@@ -258,6 +556,14 @@ class _Reader:
             self.fail(path + (key,), f"must be a string, got {_show(value)}")
         return value
 
+    def text(self, table, path, key, default):
+        """A string that goes into a SIP header: no CR, LF or other controls."""
+        value = self.string(table, path, key, default)
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            self.fail(path + (key,),
+                      f"must not contain control characters, got {_show(value)}")
+        return value
+
     def choice(self, table, path, key, default, allowed):
         value = table.get(key, default)
         if value is None:
@@ -279,25 +585,121 @@ class _Reader:
             pass
         self.fail(path + (key,), f"must be an IPv4 or IPv6 address, got {_show(value)}")
 
+    def name(self, table, path):
+        """A peer or table name: safe in metric labels, CDRs and file names."""
+        value = table.get("name")
+        if value is None:
+            self.fail(path + ("name",), f"missing; must be {_NAME_RULE}")
+        if not isinstance(value, str) or not _NAME.fullmatch(value):
+            self.fail(path + ("name",), f"must be {_NAME_RULE}, got {_show(value)}")
+        return value
+
+    def strings(self, table, path, key):
+        values = table.get(key, [])
+        if not isinstance(values, list):
+            self.fail(path + (key,), f"must be an array of strings, got {_show(values)}")
+        for i, value in enumerate(values):
+            if not isinstance(value, str):
+                self.fail(path + (key, i), f"must be a string, got {_show(value)}")
+        return values
+
+    def integers(self, table, path, key, default, lo, hi):
+        values = table.get(key, default)
+        if not isinstance(values, (list, tuple)):
+            self.fail(path + (key,), f"must be an array of integers, got {_show(values)}")
+        for i, value in enumerate(values):
+            if not _is_int(value) or not lo <= value <= hi:
+                self.fail(path + (key, i),
+                          f"must be an integer {lo}..{hi}, got {_show(value)}")
+        return tuple(values)
+
+    def once(self, values, path, key, fold=lambda x: x):
+        """Refuses an entry listed twice in the array `key`."""
+        seen = {}
+        for i, value in enumerate(values):
+            j = seen.setdefault(fold(value), i)
+            if j != i:
+                self.fail(path + (key, i), f"{_show(value)} is already listed at {key}[{j}]")
+
+    def header_names(self, table, path, key):
+        names = self.strings(table, path, key)
+        for i, name in enumerate(names):
+            if not _TOKEN.fullmatch(name):
+                self.fail(path + (key, i), f"must be a header name, got {_show(name)}")
+            if name.lower() in PER_LEG_HEADERS:
+                self.fail(path + (key, i), f"{_show(name)} never crosses legs: "
+                                           "the B2BUA builds it for each leg")
+        self.once(names, path, key, str.lower)
+        return tuple(names)
+
     # -- sections --
 
-    def config(self, doc):
+    def config(self):
+        doc = _parse(self.main.text, self.path)
         self.table(doc, (), "")
+        peers, tables = [], []
+        self.gather(self.main, doc, peers, tables,
+                    [(self.files.identity(self.path), self.path)], {})
         sbc = self.table(doc, ("sbc",), "sbc")
         state_dir = self.string(sbc, ("sbc",), "state_dir", "")
         log_level = self.choice(sbc, ("sbc",), "log_level", "info", LOG_LEVELS)
-        server_header = self.string(sbc, ("sbc",), "server_header", "sbc")
-        if any(ord(c) < 32 or ord(c) == 127 for c in server_header):
-            self.fail(("sbc", "server_header"),
-                      f"must not contain control characters, got {_show(server_header)}")
+        server_header = self.text(sbc, ("sbc",), "server_header", "sbc")
         listeners = self.listeners(doc)
         metrics = self.metrics(doc)
         self.ports(listeners, metrics)
-        return Config(
+        config = Config(
             path=self.path, state_dir=state_dir, log_level=log_level,
             server_header=server_header, listeners=listeners, tls=self.tls(doc),
             metrics=metrics, timers=self.timers(doc), limits=self.limits(doc),
-            tcp=self.tcp(doc))
+            tcp=self.tcp(doc), b2bua=self.b2bua(doc))
+        peers = self.peers(peers)
+        tables = self.routing(tables, peers)
+        return _replace(config, peers=peers, tables=tables)
+
+    def gather(self, file, doc, peers, tables, chain, seen):
+        """Collects the [[peer]] and [[table]] entries of `file` and then,
+        depth first, of the files its `include` patterns match. `chain` holds
+        (identity, path) of the files being included, to refuse cycles;
+        `seen` maps each file read to where it was included."""
+        fail = partial(self.fail_in, file)
+        for name, out in (("peer", peers), ("table", tables)):
+            entries = doc.get(name, [])
+            if not isinstance(entries, list):
+                fail((name,), f"must be an array of tables ([[{name}]]), got {_show(entries)}")
+            for i, entry in enumerate(entries):
+                if not isinstance(entry, dict):
+                    fail((name, i), f"must be a table, got {_show(entry)}")
+                self.origins[(name, len(out))] = (file, i)
+                out.append(entry)
+        patterns = doc.get("include", [])
+        if not isinstance(patterns, list):
+            fail(("include",), f"must be an array of strings, got {_show(patterns)}")
+        for k, pattern in enumerate(patterns):
+            at = ("include", k)
+            if not isinstance(pattern, str) or not pattern:
+                fail(at, f"must be a path or glob pattern, got {_show(pattern)}")
+            full = os.path.normpath(os.path.join(os.path.dirname(file.path), pattern))
+            # a plain path must exist; a pattern may match nothing (an empty directory)
+            for path in self.files.glob(full) if _MAGIC.search(pattern) else [full]:
+                identity = self.files.identity(path)
+                ancestors = [ident for ident, _ in chain]
+                if identity in ancestors:
+                    loop = [p for _, p in chain[ancestors.index(identity):]] + [path]
+                    fail(at, "include cycle: " + " -> ".join(loop))
+                if identity in seen:
+                    other, j = seen[identity]
+                    fail(at, f"{path} is already included at "
+                         f"{other.path}:{other.line(('include', j))}")
+                seen[identity] = (file, k)
+                try:
+                    text = _read(self.files, path)
+                except OSError as e:
+                    fail(at, f"cannot read {path}: {e.strerror or e}")
+                sub = _File(path, text)
+                subdoc = _parse(text, path)
+                self.known(subdoc, (), INCLUDED, fail=partial(self.fail_in, sub),
+                           elsewhere=SCHEMA[""])
+                self.gather(sub, subdoc, peers, tables, chain + [(identity, path)], seen)
 
     def listeners(self, doc):
         entries = doc.get("listen")
@@ -424,6 +826,313 @@ class _Reader:
             header_timeout=self.positive(t, path, "header_timeout", d.header_timeout),
             max_connections=connections, max_connections_per_ip=per_ip)
 
+    def b2bua(self, doc):
+        path = ("b2bua",)
+        t = self.table(doc, path, "b2bua")
+        d = B2BUA()
+        codes = self.integers(t, path, "failover_codes", d.failover_codes, 400, 699)
+        self.once(codes, path, "failover_codes")
+        min_se = self.integer(t, path, "min_se", d.min_se, 90, 86400)
+        expires = self.integer(t, path, "session_expires", d.session_expires, 0, 86400)
+        if expires and expires < min_se:
+            self.fail(path + ("session_expires",),
+                      f"must be 0 (off) or >= min_se ({min_se}), got {expires}")
+        return B2BUA(
+            failover_codes=codes,
+            failover_after_early_media=self.boolean(
+                t, path, "failover_after_early_media", d.failover_after_early_media),
+            max_call_duration=self.integer(t, path, "max_call_duration",
+                                           d.max_call_duration, 0),
+            session_expires=expires, min_se=min_se,
+            header_allow=self.header_names(t, path, "header_allow"))
+
+    def peers(self, entries):
+        out, names = [], {}
+        for i, entry in enumerate(entries):
+            path = ("peer", i)
+            self.known(entry, path, SCHEMA["peer"])
+            peer = self.peer(entry, path)
+            j = names.setdefault(peer.name, i)
+            if j != i:
+                self.fail(path + ("name",), f"{_show(peer.name)} is already the name "
+                          f"of the peer at {self.where(('peer', j))}")
+            out.append(peer)
+        self.overlaps(out)
+        return tuple(out)
+
+    def peer(self, entry, path):
+        name = self.name(entry, path)
+        kind = self.choice(entry, path, "kind", None, PEER_KINDS)
+        sources = self.sources(entry, path)
+        table = self.string(entry, path, "table", "")  # checked once tables are read
+        gateways = self.gateways(entry, path)
+        auth = self.auth(entry, path)
+        codecs = self.strings(entry, path, "codecs")
+        for i, codec in enumerate(codecs):
+            if not _CODEC.fullmatch(codec):
+                self.fail(path + ("codecs", i),
+                          f'must be a codec name like "PCMU", got {_show(codec)}')
+        self.once(codecs, path, "codecs", str.lower)
+        return Peer(
+            name=name, kind=kind, sources=sources, table=table, gateways=gateways,
+            auth=auth, register=self.register(entry, path, auth, gateways),
+            probe=self.probe(entry, path, gateways), numbers=self.numbers(entry, path),
+            rewrite=self.rewrite(entry, path), codecs=tuple(codecs),
+            headers=self.header_names(entry, path, "headers"))
+
+    def sources(self, entry, path):
+        out = []
+        for i, value in enumerate(self.strings(entry, path, "sources")):
+            try:
+                if value.strip() != value or " " in value:
+                    raise ValueError(value)
+                net = netaddr.IPNetwork(value)
+            except (netaddr.AddrFormatError, ValueError, TypeError):
+                self.fail(path + ("sources", i), 'must be a network like "192.0.2.0/24" '
+                          f"or an address, got {_show(value)}")
+            if net.ip != net.network:
+                self.fail(path + ("sources", i),
+                          f'has host bits set; did you mean "{net.cidr}"?')
+            out.append(str(net.cidr))
+        return tuple(out)
+
+    def overlaps(self, peers):
+        """No address may belong to two sources: a source names one peer."""
+        spans = []
+        for i, peer in enumerate(peers):
+            for j, source in enumerate(peer.sources):
+                net = netaddr.IPNetwork(source)
+                spans.append((net.version, net.first, net.last, (i, j), peer.name, source))
+        spans.sort()
+        widest = None  # the span seen so far that reaches furthest
+        for span in spans:
+            version, first, last = span[:3]
+            if widest and widest[0] == version and first <= widest[2]:
+                a, b = sorted((widest, span), key=lambda s: s[3])  # report the later one
+                (i, j), other, mine = b[3], a[4], b[5]
+                self.fail(("peer", i, "sources", j),
+                          f"{mine} overlaps {a[5]} of peer {_show(other)}")
+            if widest is None or widest[0] != version or last > widest[2]:
+                widest = span
+
+    def gateways(self, entry, path):
+        out = []
+        for i, gw in enumerate(self.tables(entry, path + ("gateways",), "peer.gateways")):
+            at = path + ("gateways", i)
+            gateway = Gateway(self.gateway_uri(gw, at),
+                              self.integer(gw, at, "priority", 1, 0, 65535),
+                              self.integer(gw, at, "weight", 1, 0, 65535))
+            for j, other in enumerate(out):
+                if other.uri == gateway.uri:
+                    self.fail(at + ("uri",), f"duplicates gateways[{j}]")
+            out.append(gateway)
+        return tuple(out)
+
+    def gateway_uri(self, gw, path):
+        path += ("uri",)
+        value = gw.get("uri")
+        if value is None:
+            self.fail(path, 'missing; must be a sip: or sips: URI like "sip:192.0.2.1:5060"')
+        if not isinstance(value, str):
+            self.fail(path, f"must be a sip: or sips: URI, got {_show(value)}")
+        try:
+            uri = parse_uri(value)
+        except ParseError as e:
+            reason = e.reason[:1].lower() + e.reason[1:]
+            self.fail(path, f"must be a sip: or sips: URI ({reason}), got {_show(value)}")
+        if not isinstance(uri, SIPURI):
+            self.fail(path, f"must be a sip: or sips: URI, got {_show(value)}")
+        if uri.user is not None:
+            self.fail(path, "must not have a user part (the called number goes there), "
+                      f"got {_show(value)}")
+        if uri.headers is not None:
+            self.fail(path, f"must not have headers, got {_show(value)}")
+        transport = uri.param("transport")  # "" for a bare ;transport
+        if transport is not None and transport.lower() not in TRANSPORTS:
+            self.fail(path, f"transport= must be udp, tcp or tls, got {_show(value)}")
+        if uri.scheme == "sips" and (transport or "").lower() == "udp":
+            self.fail(path, f"a sips: URI needs tcp or tls, not udp, got {_show(value)}")
+        return value
+
+    def auth(self, entry, path):
+        path += ("auth",)
+        t = self.table(entry, path, "peer.auth")
+        d = Auth()
+        auth = Auth(username=self.text(t, path, "username", d.username),
+                    password=self.string(t, path, "password", d.password),
+                    realm=self.text(t, path, "realm", d.realm))
+        if auth.password and not auth.username:
+            self.fail(path + ("username",), "required when password is set")
+        return auth
+
+    def register(self, entry, path, auth, gateways):
+        path += ("register",)
+        t = self.table(entry, path, "peer.register")
+        d = Register()
+        enabled = self.boolean(t, path, "enabled", d.enabled)
+        username = self.text(t, path, "username", d.username)
+        domain = self.string(t, path, "domain", d.domain)
+        if domain and not _is_host(domain):
+            self.fail(path + ("domain",), f"must be a hostname or IP address, got {_show(domain)}")
+        expires = self.integer(t, path, "expires", d.expires, 60, 86400)
+        retry_min = self.integer(t, path, "retry_min", d.retry_min, 1, 86400)
+        retry_max = self.integer(t, path, "retry_max", d.retry_max, 1, 86400)
+        if retry_max < retry_min:
+            self.fail(path + ("retry_max",),
+                      f"must be >= retry_min ({retry_min}), got {retry_max}")
+        if enabled:
+            if not gateways:
+                self.fail(path + ("enabled",), "needs a gateway to register with")
+            username = username or auth.username
+            if not username:
+                self.fail(path + ("username",),
+                          "required when register.enabled is true (or set auth.username)")
+            if not domain:
+                first = min(gateways, key=lambda g: g.priority)
+                domain = parse_uri(first.uri).host.strip("[]")
+        return Register(enabled, username, domain, expires, retry_min, retry_max)
+
+    def probe(self, entry, path, gateways):
+        path += ("probe",)
+        t = self.table(entry, path, "peer.probe")
+        d = Probe()
+        enabled = self.boolean(t, path, "enabled", d.enabled)
+        if enabled and not gateways:
+            self.fail(path + ("enabled",), "needs a gateway to probe")
+        return Probe(enabled,
+                     self.integer(t, path, "interval", d.interval, 1, 3600),
+                     self.integer(t, path, "down_after", d.down_after, 1, 100),
+                     self.integer(t, path, "up_after", d.up_after, 1, 100))
+
+    def numbers(self, entry, path):
+        path += ("numbers",)
+        t = self.table(entry, path, "peer.numbers")
+        d = Numbers()
+        code = self.string(t, path, "country_code", d.country_code)
+        if code and not _COUNTRY_CODE.fullmatch(code):
+            self.fail(path + ("country_code",),
+                      f"must be 1 to 3 digits, not starting with 0, got {_show(code)}")
+        form = self.choice(t, path, "format", d.format, NUMBER_FORMATS)
+        if form == "national" and not code:
+            self.fail(path + ("country_code",), 'required when format = "national"')
+        prefix = self.string(t, path, "tech_prefix", d.tech_prefix)
+        if not _TECH_PREFIX.fullmatch(prefix):
+            self.fail(path + ("tech_prefix",),
+                      f"must be up to 16 of 0-9, * and #, got {_show(prefix)}")
+        return Numbers(code, form, prefix)
+
+    def rewrite(self, entry, path):
+        out = []
+        for i, rule in enumerate(self.tables(entry, path + ("rewrite",), "peer.rewrite")):
+            at = path + ("rewrite", i)
+            direction = self.choice(rule, at, "direction", None, DIRECTIONS)
+            if "match" not in rule:
+                self.fail(at + ("match",), "missing; must be a regular expression")
+            match = self.string(rule, at, "match", None)
+            try:
+                pattern = re.compile(match)
+            except re.error as e:
+                self.fail(at + ("match",),
+                          f"must be a valid regular expression, got {_show(match)}: {e}")
+            if "replace" not in rule:
+                self.fail(at + ("replace",), r"missing; must be a replacement (\1 for a group)")
+            replace = self.string(rule, at, "replace", None)
+            try:
+                pattern.sub(replace, "")  # compiles the template against the groups
+            except (re.error, IndexError) as e:
+                self.fail(at + ("replace",), f"must fit match, got {_show(replace)}: {e}")
+            out.append(Rewrite(direction, match, replace))
+        return tuple(out)
+
+    def routing(self, entries, peers):
+        """The [[table]] entries, then each peer's `table` checked against them."""
+        by_name = {peer.name: peer for peer in peers}
+        out = []
+        for i, entry in enumerate(entries):
+            path = ("table", i)
+            self.known(entry, path, SCHEMA["table"])
+            name = self.name(entry, path)
+            j = next((j for j, other in enumerate(out) if other.name == name), None)
+            if j is not None:
+                self.fail(path + ("name",), f"{_show(name)} is already the name "
+                          f"of the table at {self.where(('table', j))}")
+            rules = tuple(self.rule(rule, path + ("rules", k), by_name) for k, rule
+                          in enumerate(self.tables(entry, path + ("rules",), "table.rules")))
+            self.unambiguous(rules, path)
+            out.append(Table(name, rules))
+        names = [table.name for table in out]
+        for i, peer in enumerate(peers):
+            if peer.table and peer.table not in names:
+                self.fail(("peer", i, "table"),
+                          _unknown("table", peer.table, names, "[[table]]"))
+        return tuple(out)
+
+    def rule(self, entry, path, peers):
+        number = self.number(entry, path)
+        deny = self.boolean(entry, path, "deny", False)
+        to = self.strings(entry, path, "to")
+        if deny and to:
+            self.fail(path + ("to",), "must be empty when deny = true")
+        if not deny and not to:
+            self.fail(path + ("to",),
+                      "missing; list the peers to send calls to, or set deny = true")
+        for k, name in enumerate(to):
+            if name not in peers:
+                self.fail(path + ("to", k), _unknown("peer", name, list(peers), "[[peer]]"))
+            if not peers[name].gateways:
+                self.fail(path + ("to", k),
+                          f"peer {_show(name)} has no gateways to send calls to")
+        self.once(to, path, "to")
+        weights = self.integers(entry, path, "weights", (), 0, 65535)
+        if weights and len(weights) != len(to):
+            self.fail(path + ("weights",), f"must have one weight per to entry "
+                      f"({len(to)}), got {len(weights)}")
+        return Rule(number, tuple(to), deny, weights)
+
+    def unambiguous(self, rules, path):
+        """One rule per number, and ranges disjoint or nested, so that the
+        narrowest match is always one rule."""
+        seen = {}
+        for k, rule in enumerate(rules):
+            j = seen.setdefault(rule.number, k)
+            if j != k:
+                self.fail(path + ("rules", k, "number"),
+                          f"duplicates rules[{j}] ({_show(rule.number)})")
+        ranges = sorted((len(start), start, _desc(end), end, k)
+                        for k, rule in enumerate(rules) if rule.kind == "range"
+                        for start, end in [rule.number.split("-")])
+        enclosing = []  # (length, end, index) of the ranges holding the current one
+        for length, start, _, end, k in ranges:
+            while enclosing and (enclosing[-1][0] != length or enclosing[-1][1] < start):
+                enclosing.pop()
+            if enclosing and enclosing[-1][1] < end:
+                j = enclosing[-1][2]
+                j, k = sorted((j, k))  # report the later rule
+                self.fail(path + ("rules", k, "number"),
+                          f"{rules[k].number} overlaps rules[{j}] ({rules[j].number}); "
+                          "ranges must be disjoint or nested")
+            enclosing.append((length, end, k))
+
+    def number(self, entry, path):
+        value = entry.get("number")
+        if value is None:
+            self.fail(path + ("number",), f"missing; must be {_NUMBER_FORMS}")
+        if not isinstance(value, str):
+            self.fail(path + ("number",), f"must be {_NUMBER_FORMS}, got {_show(value)}")
+        if value == "*" or _PREFIX.fullmatch(value) or _E164.fullmatch(value):
+            return value
+        m = _RANGE.fullmatch(value)
+        if not m:
+            self.fail(path + ("number",), f"must be {_NUMBER_FORMS}, got {_show(value)}")
+        start, end = m.groups()
+        if len(start) != len(end):
+            self.fail(path + ("number",),
+                      f"range ends must have the same number of digits, got {_show(value)}")
+        if start > end:
+            self.fail(path + ("number",),
+                      f"range start must not be above its end, got {_show(value)}")
+        return value
+
 
 def _choices(allowed):
     return ", ".join(f'"{a}"' for a in allowed)
@@ -431,6 +1140,34 @@ def _choices(allowed):
 
 def _hostport(address, port):
     return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
+def _is_host(text):
+    """A hostname or an IP literal (IPv6 without brackets)."""
+    try:
+        ipaddress.ip_address(text)
+        return True
+    except ValueError:
+        return _is_hostname(text)
+
+
+def _desc(digits):
+    """A sort key that orders equal-length "+digits" strings high to low."""
+    return digits.translate(_COMPLEMENT)
+
+
+_COMPLEMENT = str.maketrans("0123456789", "9876543210")
+
+
+def _unknown(what, name, known, header):
+    """`no peer named "x"` with the closest known name, or what exists."""
+    why = f"no {what} named {_show(name)}"
+    close = difflib.get_close_matches(name, known, n=1)
+    if close:
+        return f'{why}; did you mean "{close[0]}"?'
+    if known:
+        return f"{why}; known: {_choices(known)}"
+    return f"{why}; no {header} is defined"
 
 
 # -- locating keys in the source text ---------------------------------------

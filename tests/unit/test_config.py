@@ -139,16 +139,20 @@ class ShippedFilesTests(unittest.TestCase):
         ))
         self.assertEqual(config.tls.cert, "")
         self.assertEqual(config.metrics, Metrics(True, "127.0.0.1", 9090))
-        self.assertEqual(dataclasses.replace(config, path="<default>", listeners=()),
-                         dataclasses.replace(Config.default(), listeners=()))
+        # peers and tables: tests/unit/test_config_trunking.py
+        self.assertEqual(
+            dataclasses.replace(config, path="<default>", listeners=(), peers=(), tables=()),
+            dataclasses.replace(Config.default(), listeners=()))
 
     def test_conf_sbc_toml_shows_every_key(self):
-        """The example file spells out every key, so users can read it as a reference."""
-        text = (ROOT / "conf" / "sbc.toml").read_text()
+        """The example files spell out every key, so users can read them as a reference."""
+        text = "".join(p.read_text() for p in [ROOT / "conf" / "sbc.toml",
+                                                *sorted((ROOT / "conf" / "routes").glob("*.toml"))])
+        self.assertRegex(text, r"(?m)^include = ")
         for table, keys in SCHEMA.items():
             for key in keys:
-                if table not in ("", "sip"):
-                    self.assertRegex(text, rf"(?m)^{key} = ", f"{table}.{key}")
+                if table not in ("", "sip"):  # a key of its own line or of an inline table
+                    self.assertRegex(text, rf"(?m)(^|[{{,] *){key} = ", f"{table}.{key}")
 
     def test_docs_list_every_key(self):
         """docs/config.md has a row for every key the loader accepts."""
@@ -158,6 +162,7 @@ class ShippedFilesTests(unittest.TestCase):
                 continue
             for key in keys:
                 self.assertIn(f"| `{key}` |", text, f"{table}.{key}")
+        self.assertIn("| `include` |", text)
 
 
 class TypeTests(ErrorCase):
@@ -457,8 +462,8 @@ class UnknownTests(ErrorCase):
     def test_unknown_top_level_key(self):
         """A key outside any table is checked against the table names."""
         self.assertError('log_level = "info"\n' + UDP,
-                         'sbc.toml:1: log_level: unknown key; known: "sbc", "listen", '
-                         '"tls", "metrics", "sip", "tcp"')
+                         'sbc.toml:1: log_level: unknown key; known: "include", "sbc", '
+                         '"listen", "tls", "metrics", "sip", "tcp", "b2bua", "peer", "table"')
 
     def test_unknown_quoted_key(self):
         """A key that needs quotes is shown quoted."""
