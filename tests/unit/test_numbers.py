@@ -1,11 +1,10 @@
 """Number formats to and from E.164, rewrite rules, and numbers inside URIs."""
 
-from types import SimpleNamespace
-
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
+from sbc.config import Numbers, Peer, Rewrite
 from sbc.routing.numbers import (
     denormalize_out, from_e164, map_user, normalize_in, quote_user, rewrite, split_user,
     to_e164, uri_number)
@@ -14,15 +13,15 @@ from sbc.sip.uri import SIPURI, TelURI, parse_uri
 
 
 def numbers(format="e164", country_code="1", tech_prefix=""):
-    return SimpleNamespace(country_code=country_code, format=format, tech_prefix=tech_prefix)
+    return Numbers(country_code=country_code, format=format, tech_prefix=tech_prefix)
 
 
 def rule(direction, match, replace):
-    return SimpleNamespace(direction=direction, match=match, replace=replace)
+    return Rewrite(direction, match, replace)
 
 
 def peer(rules=(), **kw):
-    return SimpleNamespace(name="p", numbers=numbers(**kw), rewrite=tuple(rules))
+    return Peer("p", "trunk", numbers=numbers(**kw), rewrite=tuple(rules))
 
 
 E164 = numbers("e164")
