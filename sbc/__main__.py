@@ -1,7 +1,10 @@
 """The `sbc` command: the composition root, the only user of the global reactor.
 
-    sbc run --config FILE [--state-dir DIR]   start the SBC
-    sbc check-config FILE                    validate; exit 1 with file:line: key: why
+    sbc run --config FILE [--state-dir DIR]     start the SBC
+    sbc check-config FILE                      validate; exit 1 with file:line: key: why
+    sbc reload [--config FILE] [--state-dir DIR]  validate, then SIGHUP the running sbc
+    sbc route [--config FILE] --from PEER_OR_IP NUMBER   dry-run the routing
+    sbc cdr [--state-dir DIR] [filters]        list call detail records
     sbc version
 """
 
@@ -13,6 +16,8 @@ import sys
 from . import __version__
 from .errors import ConfigError
 
+PIDFILE = "sbc.pid"
+
 
 def _parser():
     p = argparse.ArgumentParser(prog="sbc", description="SIP trunking gateway and session border controller")
@@ -22,6 +27,18 @@ def _parser():
     run.add_argument("--state-dir", help="writable directory for certificates and records")
     check = sub.add_parser("check-config", help="validate a config file")
     check.add_argument("file")
+    reload = sub.add_parser("reload", help="validate the config, then make the running sbc re-read it")
+    reload.add_argument("--config", "-c", default="/etc/sbc/sbc.toml")
+    reload.add_argument("--state-dir", help="where the running sbc keeps sbc.pid")
+    route = sub.add_parser("route", help="show how a call would be routed, without placing it")
+    route.add_argument("--config", "-c", default="/etc/sbc/sbc.toml")
+    route.add_argument("--from", dest="source", required=True, help="peer name or source IP")
+    route.add_argument("number", help="the called number as the source would send it")
+    from .cdrcli import add_arguments
+    cdr = sub.add_parser("cdr", help="list call detail records")
+    cdr.add_argument("--config", "-c", default="/etc/sbc/sbc.toml")
+    cdr.add_argument("--state-dir", help="where the running sbc keeps cdr.sqlite3")
+    add_arguments(cdr)
     sub.add_parser("version", help="print the version")
     return p
 
@@ -33,7 +50,58 @@ def main(argv=None):
         return 0
     if args.command == "check-config":
         return check_config(args.file)
+    if args.command == "reload":
+        return reload_running(args)
+    if args.command == "route":
+        return route(args)
+    if args.command == "cdr":
+        from .cdrcli import run as cdr_run
+        return cdr_run(args, _state_dir(args.state_dir, args.config), sys.stdout)
     return run(args)
+
+
+def _state_dir(state_dir, config_path):
+    """The state dir as `run` resolves it: flag, config, $STATE_DIRECTORY, ./var."""
+    if state_dir:
+        return state_dir
+    from .config import load
+    try:
+        configured = load(config_path).state_dir
+    except ConfigError:
+        configured = ""
+    return configured or os.environ.get("STATE_DIRECTORY", "").split(":")[0] or "var"
+
+
+def reload_running(args):
+    from .config import load
+    try:
+        load(args.config)
+    except ConfigError as e:
+        print(f"{e}\nnot reloaded: the running config stays", file=sys.stderr)
+        return 1
+    pidfile = os.path.join(_state_dir(args.state_dir, args.config), PIDFILE)
+    try:
+        with open(pidfile) as f:
+            pid = int(f.read().strip())
+        os.kill(pid, signal.SIGHUP)
+    except (OSError, ValueError) as e:
+        print(f"cannot signal the running sbc ({pidfile}): {e}", file=sys.stderr)
+        return 1
+    print(f"sent SIGHUP to sbc (pid {pid})")
+    return 0
+
+
+def route(args):
+    from .config import load
+    from .routing.explain import explain
+    try:
+        config = load(args.config)
+    except ConfigError as e:
+        print(e, file=sys.stderr)
+        return 1
+    print(explain(config, args.source, args.number))
+    return 0
+
 
 
 def check_config(path):
@@ -115,9 +183,11 @@ def run(args):
             new = load(args.config)
         except ConfigError as e:
             log.error("reload rejected, running config kept: {error}", error=str(e))
+            top.metrics.calls.reloads.labels("failed").inc()
         else:
-            log.info("reload: {path} is valid; listener, TLS and limit changes apply at restart",
-                     path=new.path)
+            top.getServiceNamed("trunking").reload(new)
+            log.info("reloaded {path}: new calls use the new routing; listener, TLS and limit "
+                     "changes apply at restart", path=new.path)
         notifier.ready(status=f"listening on {listening}")
 
     def shutdown():
@@ -136,7 +206,16 @@ def run(args):
     call = start_watchdog(notifier, reactor, os.environ)
     if call is not None:
         watchdog.append(call)
-    reactor.run(installSignalHandlers=False)
+    pidfile = os.path.join(top.state_dir, PIDFILE)
+    with open(pidfile, "w") as f:
+        f.write(f"{os.getpid()}\n")
+    try:
+        reactor.run(installSignalHandlers=False)
+    finally:
+        try:
+            os.unlink(pidfile)
+        except OSError:
+            pass
     return 0
 
 

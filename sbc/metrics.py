@@ -11,6 +11,7 @@ from importlib import metadata
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client import (
+    Histogram,
     CollectorRegistry,
     Counter,
     Gauge,
@@ -227,6 +228,8 @@ class Metrics:
             for reason in TIMEOUT_REASONS:
                 self.connections_timed_out.labels(transport, reason)
 
+        self.calls = CallMetrics(r)
+
         if process:
             # process_start_time_seconds, process_cpu_seconds_total, ...,
             # python_info, python_gc_*: the standard names dashboards expect.
@@ -284,3 +287,106 @@ class Metrics:
         self.connections_rejected.labels(
             _one_of(transport, TRANSPORTS), _one_of(reason, REJECT_REASONS)
         ).inc()
+
+
+# Post-dial delay and call duration buckets, in seconds.
+PDD_BUCKETS = (0.25, 0.5, 1, 2, 3, 5, 8, 13, 20, 30)
+DURATION_BUCKETS = (5, 15, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200)
+
+
+class CallMetrics:
+    """Per-trunk call metrics, fed from the B2BUA's call events. Peer labels
+    are configured peer names, so their number is bounded by the config."""
+
+    def __init__(self, registry):
+        r = registry
+        self.attempts = Counter(
+            "sbc_call_attempts_total",
+            "B-leg INVITEs sent, by target peer (failover attempts included).",
+            ["peer"], registry=r)
+        self.responses = Counter(
+            "sbc_call_responses_total",
+            "Final responses to B-leg INVITEs, by target peer and status code "
+            "(408 and 503 also stand for timeouts and transport failures).",
+            ["peer", "status"], registry=r)
+        self.calls = Counter(
+            "sbc_calls_total",
+            "Calls ended, by trunk, direction (inbound from a trunk, outbound to "
+            "one, internal) and whether they were answered.",
+            ["trunk", "direction", "answered"], registry=r)
+        self.pdd = Histogram(
+            "sbc_post_dial_delay_seconds",
+            "INVITE received to first ringing or answer, by trunk.",
+            ["trunk"], buckets=PDD_BUCKETS, registry=r)
+        self.duration = Histogram(
+            "sbc_call_duration_seconds",
+            "Answer to hang-up of answered calls, by trunk.",
+            ["trunk"], buckets=DURATION_BUCKETS, registry=r)
+        self.reloads = Counter(
+            "sbc_config_reloads_total",
+            "Config reloads, by result (ok, failed).",
+            ["result"], registry=r)
+        for result in ("ok", "failed"):
+            self.reloads.labels(result)
+        self._live = _LiveCollector()
+        r.register(self._live)
+
+    def track(self, active_calls, gateways=lambda: (), registrations=lambda: ()):
+        """Gauges read at scrape time: `active_calls()` -> iterable of
+        (trunk, direction); `gateways()` -> (peer, uri, up); `registrations()`
+        -> (peer, state)."""
+        self._live.active, self._live.gateways = active_calls, gateways
+        self._live.registrations = registrations
+
+    def attempt(self, peer):
+        self.attempts.labels(peer).inc()
+
+    def response(self, peer, status):
+        self.responses.labels(peer, status_label(status)).inc()
+
+    def ended(self, trunk, direction, answered, pdd, duration):
+        self.calls.labels(trunk, direction, "yes" if answered else "no").inc()
+        if pdd is not None:
+            self.pdd.labels(trunk).observe(pdd)
+        if answered:
+            self.duration.labels(trunk).observe(duration)
+
+
+REGISTRATION_STATES = ("unregistered", "registering", "registered", "failed", "backoff")
+
+
+class _LiveCollector:
+    """sbc_calls_active, sbc_gateway_up, sbc_registration_state and the
+    answer-seizure ratio, computed when scraped."""
+
+    def __init__(self):
+        self.active = self.gateways = self.registrations = lambda: ()
+
+    def describe(self):
+        return self._families((), (), ())
+
+    def collect(self):
+        return self._families(self.active(), self.gateways(), self.registrations())
+
+    @staticmethod
+    def _families(active, gateways, registrations):
+        calls = GaugeMetricFamily("sbc_calls_active",
+                                  "Calls in progress, by trunk and direction.",
+                                  labels=["trunk", "direction"])
+        counts = {}
+        for key in active:
+            counts[key] = counts.get(key, 0) + 1
+        for (trunk, direction), n in sorted(counts.items()):
+            calls.add_metric([trunk, direction], n)
+        up = GaugeMetricFamily("sbc_gateway_up",
+                               "1 if the gateway answers OPTIONS probes (or is not probed), else 0.",
+                               labels=["peer", "gateway"])
+        for peer, uri, is_up in gateways:
+            up.add_metric([peer, uri], 1 if is_up else 0)
+        reg = GaugeMetricFamily("sbc_registration_state",
+                                "1 for the current state of each registration to a carrier.",
+                                labels=["peer", "state"])
+        for peer, state in registrations:
+            for name in REGISTRATION_STATES:
+                reg.add_metric([peer, name], 1 if name == state else 0)
+        return [calls, up, reg]

@@ -12,7 +12,12 @@ from twisted.logger import Logger
 
 from . import config as cfg
 from .metrics import Metrics
+from .b2bua.call import Calls
+from .net.cdrstore import CDRStore
 from .net.http import metrics_site
+from .net.records import Recorder, direction_of
+from .routing import numbers
+from .routing.tables import Router
 from .net.sip import SIPService
 from .net.tls import client_context, ensure_self_signed, server_context
 from .sip.stack import Stack
@@ -79,6 +84,39 @@ def make_stack(config, ids=None):
     )
 
 
+class Trunking(service.Service):
+    """The B2BUA with its routing tables, and the CDR store it writes to.
+    `reload(config)` swaps the tables: calls in progress keep their route."""
+
+    name = "trunking"
+
+    def __init__(self, stack, config, metrics, state, reactor):
+        self.stack = stack
+        self.metrics = metrics
+        self.state = state
+        self.reactor = reactor
+        self.store = None
+        self.recorder = Recorder(metrics)
+        stack.calls = Calls(stack, Router(config), numbers, config.b2bua, stack.ids)
+        metrics.calls.track(lambda: [direction_of(c) for c in stack.calls.active.values()])
+
+    def reload(self, config):
+        calls = self.stack.calls
+        calls.router = Router(config)
+        calls.settings = config.b2bua
+        self.metrics.calls.reloads.labels("ok").inc()
+
+    def startService(self):
+        # Started after the listeners bound: a failed start leaves no writer thread.
+        super().startService()
+        self.store = self.recorder.store = CDRStore.in_state_dir(self.state, self.reactor)
+
+    def stopService(self):
+        super().stopService()
+        if self.store is not None:
+            return self.store.close()
+
+
 def make_service(config: cfg.Config, reactor, environ=None, metrics=None):
     """Build (not start) the whole SBC. Errors in files it reads are ConfigErrors."""
     environ = os.environ if environ is None else environ
@@ -92,6 +130,9 @@ def make_service(config: cfg.Config, reactor, environ=None, metrics=None):
                      limits=stack.limits, tcp=config.tcp, tls_server=tls_server,
                      tls_client=tls_client)
     sip.setServiceParent(top)
+    trunking = Trunking(stack, config, metrics, state, reactor)
+    sip.on_event = trunking.recorder
+    trunking.setServiceParent(top)
     if config.metrics.enabled:
         site = metrics_site(metrics.registry)
         site.noisy = False

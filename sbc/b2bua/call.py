@@ -222,7 +222,9 @@ class Calls:
         req = event.request
         source = self.router.classify(event.source.host)
         if source is None:
-            return None
+            if not getattr(self.router, "peers", None):
+                return None  # no trunking configured: the stack answers as a plain UAS
+            return self.stack.respond(event.txn, self._reply(req, 403, "Forbidden"), now)
         try:
             callee_in = _user_of(req.request_uri)
             caller_in = _user_of(req.from_.uri)
@@ -280,8 +282,7 @@ class Calls:
         name = f"{h.quote(display)} " if display else ""
         b.local = f"{name}<sip:{caller}@{me}>"
         b.remote = f"<sip:{target.number_out}@{gw}>"
-        b.remote_target = f"sip:{target.number_out}@{gw}" + (
-            f";transport={dest.transport}" if dest.transport != "udp" else "")
+        b.remote_target = str(target.request_uri())
         req = b.request("INVITE")
         req.headers.append(("contact", "Contact", f"<sip:sbc@{me};transport={dest.transport}>"))
         self._copy(a.invite, req, call.source, target.peer)

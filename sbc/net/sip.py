@@ -150,6 +150,7 @@ class SIPService(service.Service):
         self.per_ip = {}
         self._timer = None
         self._deadline = None
+        self.on_event = None  # gets every effect that is not for the wire (call events)
 
     # -- lifecycle --------------------------------------------------------------
     def startService(self):
@@ -210,6 +211,8 @@ class SIPService(service.Service):
                 self.send(effect.message, effect.dest)
             elif type(effect) is Drop:
                 self.metrics.drop(effect.transport, effect.reason)
+            elif self.on_event is not None:
+                self.on_event(effect)
         self._arm()
 
     def send(self, message, dest):

@@ -31,6 +31,15 @@ EXPECTED = {
     "sbc_connections_rejected_total": ("counter", {"transport", "reason"}),
     "sbc_connections_timed_out_total": ("counter", {"transport", "reason"}),
     "sbc_build_info": ("gauge", {"version", "python", "twisted"}),
+    "sbc_call_attempts_total": ("counter", {"peer"}),
+    "sbc_call_responses_total": ("counter", {"peer", "status"}),
+    "sbc_calls_total": ("counter", {"trunk", "direction", "answered"}),
+    "sbc_post_dial_delay_seconds": ("histogram", {"trunk"}),
+    "sbc_call_duration_seconds": ("histogram", {"trunk"}),
+    "sbc_config_reloads_total": ("counter", {"result"}),
+    "sbc_calls_active": ("gauge", {"trunk", "direction"}),
+    "sbc_gateway_up": ("gauge", {"peer", "gateway"}),
+    "sbc_registration_state": ("gauge", {"peer", "state"}),
 }
 
 
@@ -107,8 +116,13 @@ class DefinitionTests(unittest.TestCase):
         m.drop("udp", "broadcast")
         m.connection_opened("tls")
         m.connection_rejected("tcp", "per_ip_limit")
-        for name, (_, labels) in EXPECTED.items():
-            found = list(samples(m, name))
+        m.calls.attempt("carrier")
+        m.calls.response("carrier", 503)
+        m.calls.ended("carrier", "outbound", True, 1.5, 30.0)
+        m.calls.track(lambda: [("carrier", "outbound")], lambda: [("carrier", "sip:gw", True)],
+                      lambda: [("carrier", "registered")])
+        for name, (kind, labels) in EXPECTED.items():
+            found = list(samples(m, name + "_count" if kind == "histogram" else name))
             self.assertTrue(found, name)
             for got, _ in found:
                 self.assertEqual(set(got), labels, name)

@@ -4,6 +4,7 @@ from types import SimpleNamespace
 
 from twisted.trial import unittest
 
+from sbc.routing.tables import Target
 from sbc.b2bua.call import Attempt, AttemptFailed, CallAnswered, CallEnded, CallStarted, Calls
 from sbc.sip.effects import Peer, Send
 from sbc.sip.message import Response, make_response, parse
@@ -49,6 +50,8 @@ CARRIER = peer("carrier", "sip:127.0.0.3:5060", "sip:127.0.0.4:5060")
 class Router:
     """Classifies 127.0.0.2 as the PBX and routes every number to the carrier's gateways."""
 
+    peers = {"pbx": PBX_PEER, "carrier": CARRIER}
+
     def __init__(self, reject=None):
         self.reject = reject
 
@@ -56,8 +59,7 @@ class Router:
         return {"127.0.0.2": PBX_PEER, "127.0.0.3": CARRIER}.get(host)
 
     def route(self, source, number):
-        targets = [SimpleNamespace(peer=CARRIER, gateway=g, number_out="+" + number.lstrip("+"))
-                   for g in CARRIER.gateways]
+        targets = [Target(CARRIER, g, "+" + number.lstrip("+")) for g in CARRIER.gateways]
         return SimpleNamespace(reject=self.reject, targets=targets, number=number, rule=None)
 
 
@@ -358,3 +360,10 @@ class AuthTests(Case):
         self.assertEqual(self.sends(out, PBX), [])
         out = self.feed(self.answer(retry, 200), GW1)
         self.assertEqual([m.status for m in self.sends(out, PBX)], [200])
+
+
+class UnknownSourceTests(Case):
+    def test_unknown_source_forbidden(self):
+        """With peers configured, an INVITE from an address no peer owns gets 403."""
+        out = self.feed(INVITE.encode(), Peer("udp", "192.0.2.66", 5060, 1))
+        self.assertEqual([m.status for m in self.sends(out)], [100, 403])
