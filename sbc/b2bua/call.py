@@ -21,7 +21,8 @@ from ..sip import headers as h
 from ..sip.effects import Peer, Send
 from ..sip.digest import apply_credentials
 from ..sip.message import Request, make_response
-from ..sip.uri import SIPURI, TelURI, parse_uri
+from ..routing.numbers import map_user, quote_user, uri_number
+from ..sip.uri import parse_uri
 
 # Headers that may cross legs (RFC 3261 end-to-end headers a trunk needs); the
 # config's b2bua.header_allow and each peer's `headers` extend it.
@@ -151,12 +152,9 @@ class Call:
         return self.b.target.peer if self.b is not None and self.b.target else None
 
 
-def _user_of(uri):
-    if isinstance(uri, SIPURI):
-        return uri.user or ""
-    if isinstance(uri, TelURI):
-        return uri.number
-    return ""
+def _number_of(uri):
+    """The number in a SIP or tel URI ('' when there is none)."""
+    return uri_number(uri) or ""
 
 
 def _hostport(host, port):
@@ -226,8 +224,8 @@ class Calls:
                 return None  # no trunking configured: the stack answers as a plain UAS
             return self.stack.respond(event.txn, self._reply(req, 403, "Forbidden"), now)
         try:
-            callee_in = _user_of(req.request_uri)
-            caller_in = _user_of(req.from_.uri)
+            callee_in = _number_of(req.request_uri)
+            caller_in = _number_of(req.from_.uri)
         except ParseError as e:
             return self.stack.respond(event.txn, self._reply(req, 400, e.reason), now)
         decision = self.router.route(source, callee_in)
@@ -280,8 +278,8 @@ class Calls:
         gw = _hostport(dest.host, dest.port)
         display = a.invite.from_.display
         name = f"{h.quote(display)} " if display else ""
-        b.local = f"{name}<sip:{caller}@{me}>"
-        b.remote = f"<sip:{target.number_out}@{gw}>"
+        b.local = f"{name}<sip:{quote_user(caller)}@{me}>"
+        b.remote = f"<sip:{quote_user(target.number_out)}@{gw}>"
         b.remote_target = str(target.request_uri())
         req = b.request("INVITE")
         req.headers.append(("contact", "Contact", f"<sip:sbc@{me};transport={dest.transport}>"))
@@ -319,16 +317,15 @@ class Calls:
             dst.headers.append(("content-length", "Content-Length", "0"))
 
     def _renumber(self, value, from_peer, to_peer):
+        """An identity header (PAI, Diversion) with its number as `to_peer` wants it."""
         try:
             addr = h.parse_address(value)
         except ParseError:
             return value
-        uri = addr.uri
-        if isinstance(uri, SIPURI) and uri.user:
-            uri.user = self.numbers.denormalize_out(self.numbers.normalize_in(uri.user, from_peer),
-                                                    to_peer)
-            return str(addr)
-        return value
+        numbers = self.numbers
+        mapped = map_user(addr, lambda n: numbers.denormalize_out(numbers.normalize_in(n, from_peer),
+                                                                 to_peer))
+        return value if mapped is addr else str(mapped)
 
     # -- responses on B legs -------------------------------------------------------
     def response(self, event, now):
