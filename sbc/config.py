@@ -26,6 +26,7 @@ from functools import partial
 import netaddr
 
 from sbc.errors import ConfigError, ParseError
+from sbc.routing.srv import parse_server
 from sbc.sip.message import Limits
 from sbc.sip.uri import SIPURI, parse_uri
 
@@ -208,6 +209,11 @@ class B2BUA:
 
 
 @dataclass(frozen=True, slots=True)
+class DNS:
+    servers: tuple[str, ...] = ()  # "ip[:port]"; () = /etc/resolv.conf
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     path: str = "<default>"
     state_dir: str = ""  # "" = $STATE_DIRECTORY or ./var, resolved by the shell
@@ -222,6 +228,7 @@ class Config:
     peers: tuple[Peer, ...] = ()  # the main file's, then each included file's
     tables: tuple[Table, ...] = ()
     b2bua: B2BUA = B2BUA()
+    dns: DNS = DNS()
 
     @classmethod
     def default(cls, path="<default>"):
@@ -248,8 +255,9 @@ def table_named(config, name):
 # Table -> its keys; "listen", "peer", "table" (and the dotted arrays under
 # them) are arrays of tables. docs/config.md lists them all.
 SCHEMA = {
-    "": ("include", "sbc", "listen", "tls", "metrics", "sip", "tcp", "b2bua",
+    "": ("include", "sbc", "listen", "tls", "metrics", "sip", "tcp", "b2bua", "dns",
          "peer", "table"),
+    "dns": ("servers",),
     "sbc": ("state_dir", "log_level", "server_header"),
     "listen": ("transport", "address", "port", "public_address"),
     "tls": ("cert", "key", "ca", "verify_peer", "min_version"),
@@ -651,7 +659,7 @@ class _Reader:
             path=self.path, state_dir=state_dir, log_level=log_level,
             server_header=server_header, listeners=listeners, tls=self.tls(doc),
             metrics=metrics, timers=self.timers(doc), limits=self.limits(doc),
-            tcp=self.tcp(doc), b2bua=self.b2bua(doc))
+            tcp=self.tcp(doc), b2bua=self.b2bua(doc), dns=self.dns(doc))
         peers = self.peers(peers)
         tables = self.routing(tables, peers)
         return _replace(config, peers=peers, tables=tables)
@@ -769,6 +777,17 @@ class _Reader:
         if tls.cert and not tls.key:
             self.fail(path + ("key",), "required when tls.cert is set")
         return tls
+
+    def dns(self, doc):
+        path = ("dns",)
+        t = self.table(doc, path, "dns")
+        servers = self.strings(t, path, "servers")
+        for i, server in enumerate(servers):
+            try:
+                parse_server(server)
+            except ValueError as e:
+                self.fail(path + ("servers", i), str(e))
+        return DNS(tuple(servers))
 
     def metrics(self, doc):
         path = ("metrics",)

@@ -12,10 +12,11 @@ from twisted.logger import Logger
 
 from . import config as cfg
 from .metrics import Metrics
-from .b2bua.call import Calls
+from .b2bua.call import Calls, Resolve
 from .net.cdrstore import CDRStore
 from .net.http import metrics_site
 from .net.records import Recorder, direction_of
+from .net.resolve import Resolver
 from .routing import numbers
 from .routing.tables import Router
 from .net.sip import SIPService
@@ -96,9 +97,20 @@ class Trunking(service.Service):
         self.state = state
         self.reactor = reactor
         self.store = None
+        self.sip = None  # the SIPService that carries out effects
         self.recorder = Recorder(metrics)
+        self.resolver = Resolver(reactor, servers=list(config.dns.servers) or None)
         stack.calls = Calls(stack, Router(config), numbers, config.b2bua, stack.ids)
         metrics.calls.track(lambda: [direction_of(c) for c in stack.calls.active.values()])
+
+    def event(self, effect):
+        """Non-wire effects of the stack: DNS lookups here, the rest recorded."""
+        if type(effect) is Resolve:
+            d = self.resolver.resolve(effect.uri)
+            d.addCallback(lambda found: self.sip.execute(
+                self.stack.resolved(effect, [tuple(t) for t in found], self.reactor.seconds())))
+            return
+        self.recorder(effect)
 
     def reload(self, config):
         calls = self.stack.calls
@@ -131,7 +143,8 @@ def make_service(config: cfg.Config, reactor, environ=None, metrics=None):
                      tls_client=tls_client)
     sip.setServiceParent(top)
     trunking = Trunking(stack, config, metrics, state, reactor)
-    sip.on_event = trunking.recorder
+    trunking.sip = sip
+    sip.on_event = trunking.event
     trunking.setServiceParent(top)
     if config.metrics.enabled:
         site = metrics_site(metrics.registry)

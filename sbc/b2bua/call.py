@@ -12,6 +12,7 @@ and return effects; it sends through the stack (`stack.request`,
 `stack.respond`) so that transactions stay the stack's business.
 """
 
+import ipaddress
 from dataclasses import dataclass
 from heapq import heappop, heappush
 from itertools import count
@@ -71,6 +72,34 @@ class AttemptFailed:
     status: int
 
 
+@dataclass(frozen=True, slots=True)
+class Resolve:
+    """Look up `uri` (RFC 3263) and hand the result to `then.resolved(addresses, now)`."""
+
+    uri: str
+    then: object
+
+
+class _Resolution:
+    """Where the addresses of one gateway go back to."""
+
+    __slots__ = ("calls", "call", "target")
+
+    def __init__(self, calls, call, target):
+        self.calls, self.call, self.target = calls, call, target
+
+    def resolved(self, addresses, now):
+        return self.calls.resolved(self.call, self.target, addresses, now)
+
+
+def _numeric(host):
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
 class Leg:
     """One side of a call: a dialog with one peer."""
 
@@ -123,7 +152,7 @@ class Call:
     __slots__ = ("id", "a", "b", "source", "decision", "targets", "state", "start", "ringing",
                  "answer", "end", "final_code", "hangup_by", "reason", "attempts", "caller_in",
                  "callee_in", "caller_out", "callee_out", "cancelled", "deadline", "b_legs",
-                 "reinvite")
+                 "reinvite", "dests")
 
     def __init__(self, call_id, source, decision, now):
         self.id = call_id
@@ -133,6 +162,7 @@ class Call:
         self.source = source    # the calling peer (config Peer)
         self.decision = decision
         self.targets = list(decision.targets)
+        self.dests = []         # (target, Peer) from DNS, tried before the next target
         self.state = "calling"  # calling, early, answered, confirmed, ending, ended
         self.start = now
         self.ringing = None
@@ -254,7 +284,12 @@ class Calls:
         return [CallStarted(call)] + self._next_target(call, now)
 
     def _next_target(self, call, now):
-        """Send the B INVITE to the next target, or give up."""
+        """Send the B INVITE to the next target, or give up. A gateway named by
+        a host name is resolved first (RFC 3263): each address it gives is an
+        attempt of its own, in the order DNS gave them."""
+        if call.dests:
+            target, dest = call.dests.pop(0)
+            return self._attempt(call, target, dest, now)
         if not call.targets:
             status = call.final_code if call.final_code and call.final_code >= 300 else 503
             return self._give_up(call, status, "failover_exhausted" if call.attempts else "rejected",
@@ -264,6 +299,18 @@ class Calls:
             dest = gateway_peer(target.gateway.uri)
         except ParseError:
             return self._next_target(call, now)
+        if not _numeric(dest.host):
+            return [Resolve(target.gateway.uri, _Resolution(self, call, target))]
+        return self._attempt(call, target, dest, now)
+
+    def resolved(self, call, target, addresses, now):
+        """DNS answered for `target` (list of (transport, ip, port), maybe empty)."""
+        if call.state not in ("calling", "early") or call.cancelled:
+            return []
+        call.dests = [(target, Peer(t, ip, port)) for t, ip, port in addresses]
+        return self._next_target(call, now)
+
+    def _attempt(self, call, target, dest, now):
         a = call.a
         b = Leg(call, "b")
         b.target = target
@@ -422,7 +469,7 @@ class Calls:
 
     def _fails_over(self, call, b, status):
         codes = getattr(self.settings, "failover_codes", (408, 500, 502, 503, 504))
-        if status not in codes or not call.targets:
+        if status not in codes or not (call.targets or call.dests):
             return False
         if b.early_media and not getattr(self.settings, "failover_after_early_media", False):
             return False

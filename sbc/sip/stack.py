@@ -138,6 +138,13 @@ class Stack:
         """For the transaction user: send a response on server transaction `txn`."""
         return self._up(self.transactions.send_response(txn, response, now), txn.peer, now)
 
+    def resolved(self, request, addresses, now):
+        """The shell's answer to a Resolve effect."""
+        try:
+            return request.then.resolved(addresses, now)
+        except (LocalProtocolError, ParseError) as e:
+            return [Failed(e)]
+
     def expire(self, now):
         out = self._up(self.transactions.expire(now), None, now)
         if self.calls is not None:

@@ -5,7 +5,8 @@ from types import SimpleNamespace
 from twisted.trial import unittest
 
 from sbc.routing.tables import Target
-from sbc.b2bua.call import Attempt, AttemptFailed, CallAnswered, CallEnded, CallStarted, Calls
+from sbc.b2bua.call import (Attempt, AttemptFailed, CallAnswered, CallEnded, CallStarted, Calls,
+                             Resolve)
 from sbc.sip.effects import Peer, Send
 from sbc.sip.message import Response, make_response, parse
 from sbc.sip.stack import Stack
@@ -367,3 +368,31 @@ class UnknownSourceTests(Case):
         """With peers configured, an INVITE from an address no peer owns gets 403."""
         out = self.feed(INVITE.encode(), Peer("udp", "192.0.2.66", 5060, 1))
         self.assertEqual([m.status for m in self.sends(out)], [100, 403])
+
+
+class ResolveTests(Case):
+    def test_named_gateway_resolved_then_tried_in_dns_order(self):
+        """A gateway host name asks the shell to resolve it; each address is an attempt of its own."""
+        named = peer("carrier", "sip:gw.carrier.example:5060")
+        self.stack.calls.router.route = lambda source, number: SimpleNamespace(
+            reject=None, rule=None, number=number,
+            targets=[Target(named, named.gateways[0], "+15551234567")])
+        out = self.feed(INVITE.encode(), PBX)
+        [resolve] = [e for e in out if isinstance(e, Resolve)]
+        self.assertEqual(resolve.uri, "sip:gw.carrier.example:5060")
+        out = self.stack.resolved(resolve, [("udp", "127.0.0.3", 5060), ("udp", "127.0.0.4", 5060)], 0.1)
+        [b] = self.sends(out, GW1)
+        self.assertEqual(b.uri, "sip:+15551234567@gw.carrier.example:5060")
+        out = self.feed(self.answer(b, 503), GW1)
+        self.assertEqual([m.method for m in self.sends(out, GW2)], ["INVITE"])
+
+    def test_nothing_resolved(self):
+        """A name that resolves to nothing ends in 503 when no other target is left."""
+        named = peer("carrier", "sip:nowhere.example")
+        self.stack.calls.router.route = lambda source, number: SimpleNamespace(
+            reject=None, rule=None, number=number,
+            targets=[Target(named, named.gateways[0], "+15551234567")])
+        out = self.feed(INVITE.encode(), PBX)
+        [resolve] = [e for e in out if isinstance(e, Resolve)]
+        out = self.stack.resolved(resolve, [], 0.1)
+        self.assertEqual([m.status for m in self.sends(out, PBX)], [503])
