@@ -5,6 +5,7 @@
 """
 
 import os
+import random
 import secrets
 
 from twisted.application import internet, service
@@ -13,6 +14,8 @@ from twisted.logger import Logger
 from . import config as cfg
 from .metrics import Metrics
 from .b2bua.call import Calls, Resolve
+from .b2bua.upkeep import Upkeep
+from .routing.health import GatewayDown, GatewayUp
 from .net.cdrstore import CDRStore
 from .net.http import metrics_site
 from .net.records import Recorder, direction_of
@@ -100,11 +103,20 @@ class Trunking(service.Service):
         self.sip = None  # the SIPService that carries out effects
         self.recorder = Recorder(metrics)
         self.resolver = Resolver(reactor, servers=list(config.dns.servers) or None)
-        stack.calls = Calls(stack, Router(config), numbers, config.b2bua, stack.ids)
-        metrics.calls.track(lambda: [direction_of(c) for c in stack.calls.active.values()])
+        rng = random.Random()
+        stack.calls = Calls(stack, Router(config, rng), numbers, config.b2bua, stack.ids)
+        self.upkeep = Upkeep(stack, config, stack.ids, rng)
+        stack.calls.available = self.upkeep.available
+        stack.timed.append(self.upkeep)
+        metrics.calls.track(lambda: [direction_of(c) for c in stack.calls.active.values()],
+                            self.upkeep.gateway_states, self.upkeep.registration_states)
 
     def event(self, effect):
         """Non-wire effects of the stack: DNS lookups here, the rest recorded."""
+        if type(effect) in (GatewayDown, GatewayUp):
+            state = "up" if type(effect) is GatewayUp else "down"
+            log.warn("gateway {uri} is {state}", uri=effect.uri, state=state)
+            return
         if type(effect) is Resolve:
             d = self.resolver.resolve(effect.uri)
             d.addCallback(lambda found: self.sip.execute(
@@ -114,7 +126,7 @@ class Trunking(service.Service):
 
     def reload(self, config):
         calls = self.stack.calls
-        calls.router = Router(config)
+        calls.router = Router(config, calls.router.rng)
         calls.settings = config.b2bua
         self.metrics.calls.reloads.labels("ok").inc()
 
@@ -122,9 +134,11 @@ class Trunking(service.Service):
         # Started after the listeners bound: a failed start leaves no writer thread.
         super().startService()
         self.store = self.recorder.store = CDRStore.in_state_dir(self.state, self.reactor)
+        self.sip.execute(self.upkeep.start(self.reactor.seconds()))
 
     def stopService(self):
         super().stopService()
+        self.sip.execute(self.upkeep.stop(self.reactor.seconds()))
         if self.store is not None:
             return self.store.close()
 

@@ -212,6 +212,7 @@ class Calls:
         self.dialogs = {}           # (Call-ID, our tag) -> Leg
         self.by_invite = {}         # A INVITE server txn -> Call
         self.active = {}            # call id -> Call
+        self.available = None       # target -> bool: gateways known to be down are skipped
         self._heap = []
         self._seq = count()
         extra = {name.lower() for name in getattr(settings, "header_allow", ())}
@@ -258,7 +259,7 @@ class Calls:
             caller_in = _number_of(req.from_.uri)
         except ParseError as e:
             return self.stack.respond(event.txn, self._reply(req, 400, e.reason), now)
-        decision = self.router.route(source, callee_in)
+        decision = self.router.route(source, callee_in, self.available)
         if decision.reject is not None:
             status, reason = decision.reject
             return self.stack.respond(event.txn, self._reply(req, status, reason), now)

@@ -98,6 +98,7 @@ class Stack:
         self.transactions = tx.Transactions(new_branch=ids.branch, new_tag=ids.tag,
                                             t1=t1, t2=t2, t4=t4)
         self.calls = None  # the B2BUA (sbc.b2bua.call.Calls) once trunking is configured
+        self.timed = []    # more transaction users with next_deadline()/expire(now)
 
     # -- inputs -------------------------------------------------------------------
     def received(self, msg, source, now):
@@ -145,18 +146,21 @@ class Stack:
         except (LocalProtocolError, ParseError) as e:
             return [Failed(e)]
 
+    def _timed(self):
+        return ([self.calls] if self.calls is not None else []) + self.timed
+
     def expire(self, now):
         out = self._up(self.transactions.expire(now), None, now)
-        if self.calls is not None:
-            out += self.calls.expire(now)
+        for user in self._timed():
+            out += user.expire(now)
         return out
 
     def next_deadline(self):
         deadline = self.transactions.next_deadline()
-        if self.calls is not None:
-            other = self.calls.next_deadline()
+        for user in self._timed():
+            other = user.next_deadline()
             if other is not None and (deadline is None or other < deadline):
-                return other
+                deadline = other
         return deadline
 
     # -- the transaction user ---------------------------------------------------
@@ -181,7 +185,14 @@ class Stack:
     def _to_calls(self, kind, effect, now):
         """Transaction events for the B2BUA; a bug there never reaches the reactor."""
         calls = self.calls
+        owner = getattr(getattr(effect, "txn", None), "user", None)
         try:
+            if hasattr(owner, "on_response"):  # not a call leg: registration, probe
+                if kind is tx.ResponseIn:
+                    return owner.on_response(effect.response, now)
+                if kind in (tx.TimedOut, tx.TransportFailed):
+                    return owner.on_failure(408 if kind is tx.TimedOut else 503, now)
+                return []
             if kind is tx.ResponseIn:
                 return calls.response(effect, now)
             if kind is tx.AckIn:

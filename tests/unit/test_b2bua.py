@@ -59,7 +59,7 @@ class Router:
     def classify(self, host):
         return {"127.0.0.2": PBX_PEER, "127.0.0.3": CARRIER}.get(host)
 
-    def route(self, source, number):
+    def route(self, source, number, available=None):
         targets = [Target(CARRIER, g, "+" + number.lstrip("+")) for g in CARRIER.gateways]
         return SimpleNamespace(reject=self.reject, targets=targets, number=number, rule=None)
 
@@ -374,7 +374,7 @@ class ResolveTests(Case):
     def test_named_gateway_resolved_then_tried_in_dns_order(self):
         """A gateway host name asks the shell to resolve it; each address is an attempt of its own."""
         named = peer("carrier", "sip:gw.carrier.example:5060")
-        self.stack.calls.router.route = lambda source, number: SimpleNamespace(
+        self.stack.calls.router.route = lambda source, number, available=None: SimpleNamespace(
             reject=None, rule=None, number=number,
             targets=[Target(named, named.gateways[0], "+15551234567")])
         out = self.feed(INVITE.encode(), PBX)
@@ -389,7 +389,7 @@ class ResolveTests(Case):
     def test_nothing_resolved(self):
         """A name that resolves to nothing ends in 503 when no other target is left."""
         named = peer("carrier", "sip:nowhere.example")
-        self.stack.calls.router.route = lambda source, number: SimpleNamespace(
+        self.stack.calls.router.route = lambda source, number, available=None: SimpleNamespace(
             reject=None, rule=None, number=number,
             targets=[Target(named, named.gateways[0], "+15551234567")])
         out = self.feed(INVITE.encode(), PBX)
