@@ -31,13 +31,40 @@ CROSS = frozenset({
     "content-type", "content-disposition", "content-encoding", "content-language",
     "allow", "accept", "supported", "require", "subject", "priority", "expires",
     "p-asserted-identity", "privacy", "diversion", "history-info", "reason", "warning",
-    "session-expires", "min-se", "rseq", "event", "subscription-state", "info-package",
+    "rseq", "event", "subscription-state", "info-package",
     "recv-info", "allow-events",
 })
 NUMBER_HEADERS = ("p-asserted-identity", "diversion")
 DIALOG_METHODS = frozenset({"INVITE", "UPDATE", "INFO", "NOTIFY", "PRACK", "OPTIONS", "MESSAGE",
                             "REFER"})
 TIMER_C = 180.0  # RFC 3261 §16.6: an INVITE with no final answer is given up
+REFRESH = object()  # marks our own session refresh among a leg's pending requests
+
+
+def _session_expires(msg):
+    """(delta, refresher or None) from a Session-Expires header, or None."""
+    value = msg.get("session-expires")
+    if not value:
+        return None
+    delta, _, params = value.partition(";")
+    delta = delta.strip()
+    if not delta.isdigit():
+        return None
+    refresher = None
+    for param in params.split(";"):
+        name, _, val = param.partition("=")
+        if name.strip().lower() == "refresher":
+            refresher = val.strip().lower()
+    return int(delta), refresher
+
+
+def _has_tag(msg, name, tag):
+    return any(t.strip().lower() == tag for v in msg.get_all(name) for t in v.split(","))
+
+
+def _expiry(delta):
+    """When an unrefreshed session ends (RFC 4028 §10: a little before the interval)."""
+    return delta - min(32, delta / 3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +132,8 @@ class Leg:
 
     __slots__ = ("call", "role", "call_id", "local_tag", "remote_tag", "local", "remote",
                  "remote_target", "route_set", "cseq", "remote_cseq", "dest", "invite",
-                 "invite_txn", "target", "early_media", "acked", "ack", "cancel_sent", "pending")
+                 "invite_txn", "target", "early_media", "acked", "ack", "cancel_sent", "pending",
+                 "se", "we_refresh", "allows_update")
 
     def __init__(self, call, role):
         self.call = call
@@ -127,7 +155,10 @@ class Leg:
         self.cancel_sent = False
         self.acked = False
         self.ack = None             # B: the ACK we sent for its 2xx (resent on retransmits)
-        self.pending = {}           # our client txn -> server txn on the other leg
+        self.pending = {}           # our client txn -> server txn on the other leg (or REFRESH)
+        self.se = 0                 # RFC 4028 session interval on this leg; 0 = none
+        self.we_refresh = False     # we send the refreshes (else they must)
+        self.allows_update = False  # the peer listed UPDATE in Allow
 
     @property
     def other(self):
@@ -151,7 +182,7 @@ class Call:
 
     __slots__ = ("id", "a", "b", "source", "decision", "targets", "state", "start", "ringing",
                  "answer", "end", "final_code", "hangup_by", "reason", "attempts", "caller_in",
-                 "callee_in", "caller_out", "callee_out", "cancelled", "deadline", "b_legs",
+                 "callee_in", "caller_out", "callee_out", "cancelled", "timers", "b_legs",
                  "reinvite", "dests")
 
     def __init__(self, call_id, source, decision, now):
@@ -174,7 +205,7 @@ class Call:
         self.attempts = 0
         self.caller_in = self.callee_in = self.caller_out = self.callee_out = ""
         self.cancelled = False
-        self.deadline = None
+        self.timers = {}        # what -> when: no_answer, max_duration, refresh_a/b, expire_a/b
         self.reinvite = None    # the leg with a re-INVITE in progress (glare: 491)
 
     @property
@@ -222,26 +253,30 @@ class Calls:
     def next_deadline(self):
         while self._heap:
             when, _, call, what = self._heap[0]
-            if call.state != "ended" and call.deadline == (when, what):
+            if call.state != "ended" and call.timers.get(what) == when:
                 return when
             heappop(self._heap)
         return None
 
     def _at(self, call, when, what):
-        call.deadline = (when, what)
+        call.timers[what] = when
         heappush(self._heap, (when, next(self._seq), call, what))
 
     def expire(self, now):
         out = []
         while self._heap and self._heap[0][0] <= now:
             when, _, call, what = heappop(self._heap)
-            if call.state == "ended" or call.deadline != (when, what):
+            if call.state == "ended" or call.timers.get(what) != when:
                 continue
-            call.deadline = None
+            del call.timers[what]
             if what == "no_answer":
                 out += self._give_up(call, 408, "no_answer", now)
             elif what == "max_duration":
                 out += self._hangup(call, "sbc", "max_duration", now)
+            elif what.startswith("expire_"):
+                out += self._hangup(call, "sbc", "session_expired", now)
+            elif what.startswith("refresh_"):
+                out += self._refresh(call.a if what == "refresh_a" else call.b, now)
         return out
 
     # -- new calls --------------------------------------------------------------
@@ -338,6 +373,12 @@ class Calls:
             mf = None
         if mf is not None:
             req.set("Max-Forwards", str(max(mf - 1, 0)))
+        se = getattr(self.settings, "session_expires", 0)
+        if se:
+            req.headers.append(("session-expires", "Session-Expires", str(se)))
+            req.headers.append(("min-se", "Min-SE", str(self.settings.min_se)))
+            if not _has_tag(req, "supported", "timer"):
+                req.headers.append(("supported", "Supported", "timer"))
         b.invite = req
         call.b = b
         call.b_legs.append(b)
@@ -358,6 +399,12 @@ class Calls:
             if key in allow or key in extra:
                 if key in NUMBER_HEADERS and from_peer is not None and to_peer is not None:
                     value = self._renumber(value, from_peer, to_peer)
+                elif key in ("supported", "require") and "timer" in value.lower():
+                    # session timers are negotiated per leg, never end to end
+                    value = ", ".join(t.strip() for t in value.split(",")
+                                      if t.strip().lower() != "timer")
+                    if not value:
+                        continue
                 dst.headers.append((key, name, value))
         if src.body:
             dst.body = src.body
@@ -389,6 +436,12 @@ class Calls:
             return self._stale_b_response(leg, resp, now)
         server = leg.pending.pop(event.txn, None) if resp.status >= 200 else \
             leg.pending.get(event.txn)
+        if server is REFRESH:
+            if 200 <= resp.status < 300:
+                self._refreshed(leg, now)
+            elif resp.status in (408, 481):  # the dialog is gone (RFC 5057)
+                return self._hangup(call, "sbc", "session_expired", now, skip=leg)
+            return []
         if resp.status >= 200 and method == "INVITE" and call.reinvite is not None:
             call.reinvite = None
         if server is None or resp.status == 100:
@@ -429,13 +482,15 @@ class Calls:
             call.state = "answered"
             call.answer = now
             call.final_code = 200
+            call.timers.pop("no_answer", None)
             max_duration = getattr(self.settings, "max_call_duration", 0)
             if max_duration:
                 self._at(call, now + max_duration, "max_duration")
-            else:
-                call.deadline = None
+            self._session_b(b, resp, now)
+            relay = self._relay_response(a.invite, resp, b)
+            self._session_a(a, relay, now)
             out = [CallAnswered(call)]
-            out += self.stack.respond(a.invite_txn, self._relay_response(a.invite, resp, b), now)
+            out += self.stack.respond(a.invite_txn, relay, now)
             return out
         if status in (401, 407) and not call.cancelled:
             retry = self._authenticate(b, resp, now)
@@ -466,6 +521,63 @@ class Calls:
         b.invite = retry
         txn, out = self.stack.request(retry, b.invite_txn.peer, now, b)
         b.invite_txn = txn
+        return out
+
+    # -- session timers (RFC 4028), on each leg on its own --------------------------
+    def _session_b(self, b, resp, now):
+        """The carrier's 2xx says who refreshes the B leg and how often."""
+        b.allows_update = _has_tag(resp, "allow", "update")
+        found = _session_expires(resp) if self.settings.session_expires else None
+        if found is None:
+            return
+        b.se, refresher = found
+        b.we_refresh = refresher != "uas"
+        self._arm_session(b, now)
+
+    def _session_a(self, a, relay, now):
+        """Our 2xx to the caller: its Session-Expires, and who refreshes."""
+        se = getattr(self.settings, "session_expires", 0)
+        invite = a.invite
+        a.allows_update = _has_tag(invite, "allow", "update")
+        if not se:
+            return
+        asked = _session_expires(invite)
+        supports = _has_tag(invite, "supported", "timer")
+        a.se = max(asked[0] if asked else se, self.settings.min_se)
+        if supports:
+            a.we_refresh = bool(asked and asked[1] == "uas")
+            relay.headers.append(("require", "Require", "timer"))
+        else:
+            a.we_refresh = True  # a caller without timers cannot refresh
+            if not a.allows_update:
+                return  # and we could only refresh it with a re-INVITE offer: no timer
+        refresher = "uas" if a.we_refresh else "uac"
+        relay.headers.append(("session-expires", "Session-Expires", f"{a.se};refresher={refresher}"))
+        self._arm_session(a, now)
+
+    def _arm_session(self, leg, now):
+        call = leg.call
+        if leg.we_refresh:
+            if leg.allows_update:
+                self._at(call, now + leg.se / 2, f"refresh_{leg.role}")
+        else:
+            self._at(call, now + _expiry(leg.se), f"expire_{leg.role}")
+
+    def _refreshed(self, leg, now):
+        """A refresh (INVITE/UPDATE) arrived from or went to `leg`."""
+        if leg.se and leg.call.state in ("answered", "confirmed"):
+            self._arm_session(leg, now)
+
+    def _refresh(self, leg, now):
+        """Our turn: an UPDATE without a body keeps the session alive (RFC 4028 §9)."""
+        update = leg.request("UPDATE")
+        refresher = "uac" if leg.role == "b" else "uas"
+        update.headers.append(("session-expires", "Session-Expires", f"{leg.se};refresher={refresher}"))
+        update.headers.append(("supported", "Supported", "timer"))
+        update.headers.append(("content-length", "Content-Length", "0"))
+        txn, out = self.stack.request(update, leg.dest, now, leg)
+        if txn is not None:
+            leg.pending[txn] = REFRESH
         return out
 
     def _fails_over(self, call, b, status):
@@ -613,6 +725,9 @@ class Calls:
             if call.reinvite is not None:
                 return self.stack.respond(event.txn, self._reply(req, 491, "Request Pending"), now)
             call.reinvite = leg
+        if method in ("INVITE", "UPDATE"):
+            self._refreshed(leg, now)
+            self._refreshed(other, now)
         relay = other.request(method)
         if method == "PRACK":
             relay = self._prack(req, relay, other)
@@ -659,6 +774,8 @@ class Calls:
             out += self.stack.respond(call.a.invite_txn, relay, now)
             return out + self._finish(call, "sbc", "timeout" if status == 408 else "unreachable", now)
         server = leg.pending.pop(txn, None)
+        if server is REFRESH:
+            return self._hangup(call, "sbc", "session_expired", now, skip=leg)
         if server is not None:
             if txn.method == "INVITE":
                 call.reinvite = None
@@ -710,7 +827,7 @@ class Calls:
         call.end = now
         call.hangup_by = call.hangup_by or by
         call.reason = call.reason or reason
-        call.deadline = None
+        call.timers.clear()
         for leg in [call.a] + call.b_legs:
             self.dialogs.pop((leg.call_id, leg.local_tag), None)
         self.by_invite.pop(call.a.invite_txn, None)

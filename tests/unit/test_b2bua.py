@@ -76,7 +76,7 @@ class Numbers:
 
 SETTINGS = SimpleNamespace(failover_codes=(408, 500, 502, 503, 504),
                            failover_after_early_media=False, max_call_duration=3600,
-                           header_allow=())
+                           header_allow=(), session_expires=0, min_se=90)
 
 INVITE = (
     "INVITE sip:15551234567@127.0.0.1:5060 SIP/2.0\r\n"
@@ -274,10 +274,10 @@ class CancelTests(Case):
 
 
 class DialogTests(Case):
-    def established(self):
+    def established(self, extra=()):
         """A confirmed call; returns (B INVITE, A tag)."""
         _, _, b = self.start()
-        ok = self.sends(self.feed(self.answer(b, 200), GW1), PBX)[0]
+        ok = self.sends(self.feed(self.answer(b, 200, extra=extra), GW1), PBX)[0]
         ack = (f"ACK sip:sbc@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bKack1\r\n"
                f"From: <sip:100@127.0.0.2>;tag=pbxtag\r\nTo: <sip:15551234567@127.0.0.1>;tag={ok.to_tag}\r\n"
                f"Call-ID: pbx-call-1@127.0.0.2\r\nCSeq: 20 ACK\r\nContent-Length: 0\r\n\r\n").encode()
@@ -396,3 +396,40 @@ class ResolveTests(Case):
         [resolve] = [e for e in out if isinstance(e, Resolve)]
         out = self.stack.resolved(resolve, [], 0.1)
         self.assertEqual([m.status for m in self.sends(out, PBX)], [503])
+
+
+class SessionTimerTests(DialogTests):
+    """RFC 4028 on each leg: 120 s sessions, the PBX without timer support."""
+
+    def setUp(self):
+        super().setUp()
+        self.stack.calls.settings = SimpleNamespace(**{**vars(SETTINGS), "session_expires": 120})
+
+    def test_offered_to_carrier_and_not_leaked(self):
+        """The B INVITE offers Session-Expires with Supported: timer; nothing of it crosses back."""
+        _, _, b = self.start()
+        self.assertEqual((b.get("Session-Expires"), b.get("Min-SE")), ("120", "90"))
+        self.assertIn("timer", b.get("Supported"))
+
+    def test_we_refresh_the_carrier_leg(self):
+        """When the carrier leaves refreshing to us, an UPDATE goes out at half the interval."""
+        self.established((("Session-Expires", "120;refresher=uac"),
+                          ("Allow", "INVITE, ACK, BYE, CANCEL, UPDATE")))
+        self.now = 60.0
+        out = self.stack.expire(60.0)
+        [update] = self.sends(out, GW1)
+        self.assertEqual((update.method, update.get("Session-Expires")), ("UPDATE", "120;refresher=uac"))
+        out = self.feed(self.answer(update, 200), GW1)
+        self.assertEqual(self.sends(out), [])
+        self.assertEqual(self.stack.calls.next_deadline(), 120.0)
+
+    def test_unrefreshed_session_expires(self):
+        """A carrier that should refresh and does not: both legs get BYE at the expiry."""
+        self.established((("Session-Expires", "120;refresher=uas"),))
+        self.assertEqual(self.sends(self.stack.expire(87.9)), [])
+        self.now = 88.0  # 120 - min(32, 120/3) (RFC 4028 §10)
+        out = self.stack.expire(88.0)
+        self.assertEqual([m.method for m in self.sends(out, GW1)], ["BYE"])
+        self.assertEqual([m.method for m in self.sends(out, PBX)], ["BYE"])
+        [ended] = [e for e in out if isinstance(e, CallEnded)]
+        self.assertEqual(ended.call.reason, "session_expired")
