@@ -23,6 +23,8 @@ REASONS = (
     "failover_exhausted",  # every target failed with a failover code
     "rejected",            # refused by the SBC (403 deny rule, no route, policy)
     "media_timeout",       # no RTP for too long
+    "leg_lost",            # one leg's dialog vanished (408/481 in dialog): the other was ended
+    "no_ack",              # the caller never ACKed our 200
     "error",               # any other failure response
 )
 

@@ -447,6 +447,9 @@ class Calls:
         if server is None or resp.status == 100:
             return []
         out = self.stack.respond(server, self._relay_response(server.request, resp, leg.other), now)
+        if resp.status in (408, 481) and method != "BYE":
+            # this leg's dialog is gone (RFC 5057): end the other one too
+            return out + self._hangup(call, "sbc", "leg_lost", now, skip=leg)
         if method == "INVITE" and 200 <= resp.status < 300:
             # re-INVITE answered: ACK the far side ourselves, end to end the near one
             ack = leg.request("ACK")
@@ -779,9 +782,10 @@ class Calls:
         if server is not None:
             if txn.method == "INVITE":
                 call.reinvite = None
-            return self.stack.respond(server, self._reply(server.request, status, "Request Timeout"
-                                                          if status == 408 else "Service Unavailable"),
-                                      now)
+            out = self.stack.respond(server, self._reply(server.request, status, "Request Timeout"
+                                                         if status == 408 else "Service Unavailable"),
+                                     now)
+            return out + self._hangup(call, "sbc", "leg_lost", now, skip=leg)
         return []
 
     def ack_timeout(self, txn, now):

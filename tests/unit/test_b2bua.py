@@ -433,3 +433,16 @@ class SessionTimerTests(DialogTests):
         self.assertEqual([m.method for m in self.sends(out, PBX)], ["BYE"])
         [ended] = [e for e in out if isinstance(e, CallEnded)]
         self.assertEqual(ended.call.reason, "session_expired")
+
+
+class LegLostTests(DialogTests):
+    def test_481_tears_down_the_other_leg(self):
+        """A 481 to a relayed re-INVITE means that leg is gone: the caller gets the 481, then a BYE."""
+        b, a_tag = self.established()
+        out = self.feed(self.pbx_request("INVITE", 21, a_tag, "z9hG4bKre9", b"x"), PBX)
+        [reinvite] = self.sends(out, GW1)
+        out = self.feed(self.answer(reinvite, 481), GW1)
+        self.assertEqual([getattr(m, "status", m.method if hasattr(m, "method") else None)
+                          for m in self.sends(out, PBX)], [481, "BYE"])
+        [ended] = [e for e in out if isinstance(e, CallEnded)]
+        self.assertEqual(ended.call.reason, "leg_lost")
