@@ -294,6 +294,8 @@ class Calls:
             caller_in = _number_of(req.from_.uri)
         except ParseError as e:
             return self.stack.respond(event.txn, self._reply(req, 400, e.reason), now)
+        if req.max_forwards == 0:
+            return self.stack.respond(event.txn, self._reply(req, 483, "Too Many Hops"), now)
         decision = self.router.route(source, callee_in, self.available)
         if decision.reject is not None:
             status, reason = decision.reject

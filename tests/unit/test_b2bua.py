@@ -446,3 +446,9 @@ class LegLostTests(DialogTests):
                           for m in self.sends(out, PBX)], [481, "BYE"])
         [ended] = [e for e in out if isinstance(e, CallEnded)]
         self.assertEqual(ended.call.reason, "leg_lost")
+
+    def test_max_forwards_zero(self):
+        """An INVITE with Max-Forwards 0 is never forwarded: 483 (loop protection)."""
+        out = self.feed(INVITE.replace("Max-Forwards: 70", "Max-Forwards: 0").encode(), PBX)
+        self.assertEqual([m.status for m in self.sends(out, PBX)], [100, 483])
+        self.assertEqual(self.sends(out, GW1), [])
