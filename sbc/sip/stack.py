@@ -175,15 +175,13 @@ class Stack:
                 out.append(Drop(effect.reason, effect.transport or getattr(source, "transport", "")))
             elif kind is tx.RequestIn:
                 out.extend(self._serve(effect, now))
-            elif self.calls is None:
-                if kind is tx.AckIn:
-                    out.append(Drop("ack_no_dialog", effect.source.transport))
             else:
-                out.extend(self._to_calls(kind, effect, now))
+                out.extend(self._to_users(kind, effect, now))
         return out
 
-    def _to_calls(self, kind, effect, now):
-        """Transaction events for the B2BUA; a bug there never reaches the reactor."""
+    def _to_users(self, kind, effect, now):
+        """Transaction events for their users (the B2BUA, registrations, probes);
+        a bug there never reaches the reactor."""
         calls = self.calls
         owner = getattr(getattr(effect, "txn", None), "user", None)
         try:
@@ -192,6 +190,10 @@ class Stack:
                     return owner.on_response(effect.response, now)
                 if kind in (tx.TimedOut, tx.TransportFailed):
                     return owner.on_failure(408 if kind is tx.TimedOut else 503, now)
+                return []
+            if calls is None:
+                if kind is tx.AckIn:
+                    return [Drop("ack_no_dialog", effect.source.transport)]
                 return []
             if kind is tx.ResponseIn:
                 return calls.response(effect, now)
