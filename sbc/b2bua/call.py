@@ -297,11 +297,15 @@ class Calls:
         if req.max_forwards == 0:
             return self.stack.respond(event.txn, self._reply(req, 483, "Too Many Hops"), now)
         decision = self.router.route(source, callee_in, self.available)
-        if decision.reject is not None:
-            status, reason = decision.reject
-            return self.stack.respond(event.txn, self._reply(req, status, reason), now)
         call = Call(self.ids.call_id(), source, decision, now)
         call.callee_in, call.caller_in = callee_in, caller_in
+        if decision.reject is not None:
+            # refused by routing: answered here, and still one CDR for it
+            status, reason = decision.reject
+            call.a.call_id = req.call_id
+            call.final_code = status
+            out = self.stack.respond(event.txn, self._reply(req, status, reason), now)
+            return out + self._finish(call, "sbc", "rejected", now)
         a = call.a
         a.call_id = req.call_id
         a.local_tag = self.ids.tag()

@@ -244,6 +244,9 @@ class FailureTests(Case):
         self.stack.calls.router = Router(reject=(403, "Forbidden"))
         out = self.feed(INVITE.encode(), PBX)
         self.assertEqual([m.status for m in self.sends(out, PBX)], [100, 403])
+        [ended] = [e for e in out if isinstance(e, CallEnded)]  # one CDR per call, refused too
+        self.assertEqual((ended.call.final_code, ended.call.reason, ended.call.attempts),
+                         (403, "rejected", 0))
 
 
 class CancelTests(Case):
