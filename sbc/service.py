@@ -9,6 +9,7 @@ import random
 import secrets
 
 from twisted.application import internet, service
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from . import config as cfg
@@ -88,6 +89,11 @@ def make_stack(config, ids=None):
     )
 
 
+def _upkept(config):
+    """What the upkeep of trunks depends on, to tell whether a reload changes it."""
+    return tuple((p.name, p.gateways, p.register, p.probe, p.auth) for p in config.peers)
+
+
 class Trunking(service.Service):
     """The B2BUA with its routing tables, and the CDR store it writes to.
     `reload(config)` swaps the tables: calls in progress keep their route."""
@@ -105,11 +111,18 @@ class Trunking(service.Service):
         self.resolver = Resolver(reactor, servers=list(config.dns.servers) or None)
         rng = random.Random()
         stack.calls = Calls(stack, Router(config, rng), numbers, config.b2bua, stack.ids)
-        self.upkeep = Upkeep(stack, config, stack.ids, rng)
-        stack.calls.available = self.upkeep.available
-        stack.timed.append(self.upkeep)
+        self.rng = rng
+        self.upkeep = None
+        self._install_upkeep(config)
         metrics.calls.track(lambda: [direction_of(c) for c in stack.calls.active.values()],
-                            self.upkeep.gateway_states, self.upkeep.registration_states)
+                            lambda: self.upkeep.gateway_states(),
+                            lambda: self.upkeep.registration_states())
+
+    def _install_upkeep(self, config):
+        self.upkeep = Upkeep(self.stack, config, self.stack.ids, self.rng)
+        self.stack.calls.available = self.upkeep.available
+        self.stack.timed.append(self.upkeep)
+        self._upkept = _upkept(config)
 
     def event(self, effect):
         """Non-wire effects of the stack: DNS lookups here, the rest recorded."""
@@ -128,6 +141,13 @@ class Trunking(service.Service):
         calls = self.stack.calls
         calls.router = Router(config, calls.router.rng)
         calls.settings = config.b2bua
+        if _upkept(config) != self._upkept:
+            # registrations or probes changed: unregister the old, start the new
+            now = self.reactor.seconds()
+            self.sip.execute(self.upkeep.stop(now))
+            self.stack.timed.remove(self.upkeep)
+            self._install_upkeep(config)
+            self.sip.execute(self.upkeep.start(now))
         self.metrics.calls.reloads.labels("ok").inc()
 
     def startService(self):
@@ -139,8 +159,19 @@ class Trunking(service.Service):
     def stopService(self):
         super().stopService()
         self.sip.execute(self.upkeep.stop(self.reactor.seconds()))
+        # Give un-REGISTERs (and a challenge to them) up to 2 s before closing.
+        done = Deferred()
+        deadline = self.reactor.seconds() + 2.0
+
+        def check():
+            if self.upkeep.unregistering() and self.reactor.seconds() < deadline:
+                self.reactor.callLater(0.05, check)
+            else:
+                done.callback(None)
+        check()
         if self.store is not None:
-            return self.store.close()
+            done.addCallback(lambda _: self.store.close())
+        return done
 
 
 def make_service(config: cfg.Config, reactor, environ=None, metrics=None):

@@ -85,6 +85,10 @@ class Upkeep:
             out += self._send(machine, machine.stop(now), now)
         return out
 
+    def unregistering(self):
+        """True while an un-REGISTER is still waiting for its answer."""
+        return any(m.pending for m in self.registrations.values())
+
     def available(self, target):
         return self.health.is_up(target.gateway.uri)
 
