@@ -728,3 +728,23 @@ class OutboundTest(ServiceCase):
         self.service.send(self.response(), Peer("udp", "::1", 5070))
         self.assertEqual(self.written(), [])
         self.assertEqual(self.metric("sbc_sip_dropped_total", transport="udp", reason="no_socket"), 1)
+
+
+class PublicAddressTest(ServiceCase):
+    """A listener behind NAT advertises its public address in what we originate."""
+
+    listeners = (Listener("udp", "127.0.0.1", 5060, "203.0.113.10"),
+                 Listener("tcp", "127.0.0.1", 5060))
+
+    def test_via_uses_public_address(self):
+        """Requests sent over UDP carry the public address in Via; TCP the bound one."""
+        self.assertEqual(self.stack.local["udp"], ("203.0.113.10", 5060))
+        self.assertEqual(self.stack.local["tcp"], ("127.0.0.1", 5060))
+        from sbc.sip.effects import Peer
+        from sbc.sip.message import Request
+        req = Request("OPTIONS", "sip:192.0.2.7")
+        for name, value in (("From", "<sip:sbc@example>;tag=1"), ("To", "<sip:192.0.2.7>"),
+                            ("Call-ID", "pub-1"), ("CSeq", "1 OPTIONS"), ("Max-Forwards", "70")):
+            req.add(name, value)
+        _, effects = self.stack.send_request(req, Peer("udp", "192.0.2.7", 5060), 0.0)
+        self.assertTrue(effects[0].message.get("Via").startswith("SIP/2.0/UDP 203.0.113.10:5060;"))

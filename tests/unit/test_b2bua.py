@@ -455,3 +455,13 @@ class LegLostTests(DialogTests):
         out = self.feed(INVITE.replace("Max-Forwards: 70", "Max-Forwards: 0").encode(), PBX)
         self.assertEqual([m.status for m in self.sends(out, PBX)], [100, 483])
         self.assertEqual(self.sends(out, GW1), [])
+
+
+class PublicAddressTests(Case):
+    def test_contact_and_via_use_the_advertised_address(self):
+        """Behind NAT the B leg's Via, Contact and From carry the listener's public address."""
+        self.stack.local["udp"] = ("203.0.113.10", 5060)
+        _, _, b = self.start()
+        for header in ("Via", "Contact", "From"):
+            self.assertIn("203.0.113.10:5060", b.get(header), header)
+        self.assertNotIn("127.0.0.1", bytes(b).decode())
