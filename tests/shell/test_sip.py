@@ -17,28 +17,14 @@ from sbc.net.sip import SIPService, SIPStreamFactory
 from sbc.service import make_stack
 from sbc.sip.effects import Peer
 from sbc.sip.message import parse
+from tests.ids import Ids as _Ids
+
+
+def Ids():
+    return _Ids(tag="tag", nonce="nonce", call_id="call")
 
 T1 = Config.default().timers.t1
 CLIENT = ("127.0.0.1", 5999)
-
-
-class Ids:
-    """Predictable tags, branches and nonces, so responses are byte-exact."""
-
-    def __init__(self):
-        self._n = itertools.count(1)
-
-    def tag(self):
-        return f"tag{next(self._n)}"
-
-    def branch(self):
-        return f"z9hG4bKsbc{next(self._n)}"
-
-    def nonce(self):
-        return f"nonce{next(self._n)}"
-
-    def call_id(self):
-        return f"call{next(self._n)}"
 
 
 class DatagramTransport:

@@ -10,33 +10,11 @@ from sbc.b2bua.call import (Attempt, AttemptFailed, CallAnswered, CallEnded, Cal
 from sbc.sip.effects import Peer, Send
 from sbc.sip.message import Response, make_response, parse
 from sbc.sip.stack import Stack
+from tests.ids import Ids
 
 PBX = Peer("udp", "127.0.0.2", 5060, 1)
 GW1 = Peer("udp", "127.0.0.3", 5060)
 GW2 = Peer("udp", "127.0.0.4", 5060)
-
-
-class Ids:
-    """Deterministic identifiers."""
-
-    def __init__(self):
-        self.n = 0
-
-    def _next(self, prefix):
-        self.n += 1
-        return f"{prefix}{self.n}"
-
-    def tag(self):
-        return self._next("t")
-
-    def branch(self):
-        return self._next("z9hG4bKsbc")
-
-    def nonce(self):
-        return self._next("n")
-
-    def call_id(self):
-        return self._next("cid")
 
 
 def peer(name, *gateways):

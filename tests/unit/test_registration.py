@@ -9,29 +9,14 @@ from twisted.trial import unittest
 from sbc.sip import headers as h
 from sbc.sip.message import make_response
 from sbc.sip.registration import Registration, SendRequest, refresh_interval
+from tests.ids import Ids as _Ids
+
+
+def Ids():
+    return _Ids(tag="tag", call_id="call", nonce="cnonce")
 
 REGISTRAR = "sip:198.51.100.7:5060"
 CHALLENGE = 'Digest realm="carrier.example", nonce="{}", qop="auth", algorithm=SHA-256'
-
-
-class Ids:
-    """Deterministic Call-IDs, tags and client nonces."""
-
-    def __init__(self):
-        self.n = 0
-
-    def _next(self, prefix):
-        self.n += 1
-        return f"{prefix}{self.n}"
-
-    def call_id(self):
-        return self._next("call")
-
-    def tag(self):
-        return self._next("tag")
-
-    def nonce(self):
-        return self._next("cnonce")
 
 
 @dataclass(frozen=True)

@@ -5,26 +5,11 @@ from twisted.trial import unittest
 from sbc.sip.effects import Drop, Peer, Send
 from sbc.sip.message import Request, parse
 from sbc.sip.stack import UDP_MAX_REQUEST, Stack, reply_to, transport_for
+from tests.ids import Ids as _Ids
 
 
-class Ids:
-    """Deterministic tags, branches and nonces."""
-
-    def __init__(self):
-        self.n = 0
-
-    def _next(self, prefix):
-        self.n += 1
-        return f"{prefix}{self.n}"
-
-    def tag(self):
-        return self._next("tag")
-
-    def branch(self):
-        return self._next("z9hG4bKb")
-
-    def nonce(self):
-        return self._next("nonce")
+def Ids():
+    return _Ids(tag="tag", branch="z9hG4bKb", nonce="nonce")
 
 
 UDP_SRC = Peer("udp", "192.0.2.10", 40000, 1)

@@ -16,6 +16,7 @@ from sbc.sip import headers as h
 from sbc.sip.effects import Peer, Send
 from sbc.sip.message import Request, make_response, parse
 from sbc.sip.stack import Stack
+from tests.ids import Ids
 
 GW1 = Peer("udp", "127.0.0.3", 5060)
 GW2 = Peer("udp", "127.0.0.4", 5060)
@@ -64,29 +65,6 @@ INVITE = (
     "CSeq: 1 INVITE\r\n"
     "Contact: <sip:100@127.0.0.2:5060>\r\n"
     "Content-Length: 0\r\n\r\n")
-
-
-class Ids:
-    """Deterministic identifiers."""
-
-    def __init__(self):
-        self.n = 0
-
-    def _next(self, prefix):
-        self.n += 1
-        return f"{prefix}{self.n}"
-
-    def tag(self):
-        return self._next("t")
-
-    def branch(self):
-        return self._next("z9hG4bKsbc")
-
-    def nonce(self):
-        return self._next("n")
-
-    def call_id(self):
-        return self._next("cid")
 
 
 def md5(text):

@@ -18,6 +18,11 @@ from sbc.errors import ParseError
 from sbc.service import make_stack
 from sbc.sip.effects import Drop, Peer, Send
 from sbc.sip.message import Response, parse
+from tests.ids import Ids as _Ids
+
+
+def Ids():
+    return _Ids(tag="tag", branch="z9hG4bKtest", nonce="nonce", call_id="call")
 
 TORTURE = Path(__file__).resolve().parents[2].parent / "shared" / "sip-torture"
 FILES = {p.name[:-len(".dat")]: p for p in sorted(TORTURE.glob("rfc*/*.dat"))}
@@ -114,25 +119,6 @@ HEADERS = {
     "invut": ("Accept", "application/sdp"),
     "regaut01": ("WWW-Authenticate", "Digest *"),
 }
-
-
-class Ids:
-    """Deterministic tags, branches, nonces and Call-IDs."""
-
-    def __init__(self):
-        self.n = itertools.count(1)
-
-    def tag(self):
-        return f"tag{next(self.n)}"
-
-    def branch(self):
-        return f"z9hG4bKtest{next(self.n)}"
-
-    def nonce(self):
-        return f"nonce{next(self.n)}"
-
-    def call_id(self):
-        return f"call{next(self.n)}"
 
 
 def effects_of(path):
