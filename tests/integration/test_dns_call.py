@@ -42,7 +42,7 @@ import json
 import signal
 import sys
 
-from twisted.internet import defer, reactor
+from twisted.internet import reactor
 from twisted.names import authority, common, dns, server
 
 TTL = 3600  # as long as sbc keeps anything: a cached answer never expires during a test
@@ -316,7 +316,7 @@ class DNSCallTests(unittest.TestCase):
                           b_call_id=invite.get("call-id"))
 
     def test_nxdomain(self):
-        """A gateway name that does not exist gets the caller a 503 with no INVITE sent, and one warning in the log."""
+        """A gateway name that does not exist gets the caller a 503 with no INVITE sent, and logs why."""
         self.start(carrier_zone(self.port), "sip:nowhere.test")
         before = self.lab.scrape()
         pbx = self.uac("dns_uac_unavailable.xml")
@@ -330,10 +330,13 @@ class DNSCallTests(unittest.TestCase):
             "nowhere.test NAPTR": 1, "_sip._udp.nowhere.test SRV": 1,
             "_sip._tcp.nowhere.test SRV": 1, "_sips._tcp.nowhere.test SRV": 1,
             "nowhere.test A": 1, "nowhere.test AAAA": 1})
-        self.assertIn("NAPTR nowhere.test: NXDOMAIN", self.lab.logged("no SIP server for sip:nowhere.test"))
-        # No B leg was ever tried, so sbc records the call as refused, not as failed over.
-        self.assertFields(self.cdr(pbx), final_code=503, attempts=0, target_peer="carrier",
-                          reason="rejected", hangup_by="sbc", answer=None)
+        warning = self.lab.logged("no SIP server for sip:nowhere.test")
+        self.assertIn("NAPTR nowhere.test: NXDOMAIN", warning)
+        # No B leg was ever tried, so sbc records the call as refused ("rejected"),
+        # not as failed over ("failover_exhausted").
+        self.assertFields(self.cdr(pbx), final_code=503, attempts=0, source_peer="pbx",
+                          callee_in=NUMBER, reason="rejected", hangup_by="sbc", answer=None,
+                          b_call_id="")
 
     def test_cache(self):
         """Two calls in a row resolve the gateway once: the second is served from sbc's cache."""
