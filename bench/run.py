@@ -2,8 +2,13 @@
 
 The comparison needs sippy, which must not leak into the test venv, so this
 script (run by any Python >= 3.11, e.g. from `make bench`) keeps a separate
-venv and re-runs itself there. The venv is rebuilt when bench/requirements.txt
-or pyproject.toml changes. Arguments are passed on to bench/parse.py.
+venv and runs the benchmarks with its Python. The venv is rebuilt when
+bench/requirements.txt or pyproject.toml changes.
+
+    python bench/run.py [--only parse|b2bua] [ARGS...]
+
+runs bench/parse.py, then bench/b2bua.py (or only the one named), each with
+ARGS (both know --strict and --profile). The exit status is the worst of theirs.
 """
 
 import hashlib
@@ -49,12 +54,35 @@ def setup(stamp):
         f.write(stamp + "\n")
 
 
+BENCHES = ("parse", "b2bua")
+
+
+def split_only(argv):
+    """(benches to run, the other arguments) from --only NAME / --only=NAME."""
+    only, rest, args = None, [], iter(argv)
+    for arg in args:
+        if arg == "--only" or arg.startswith("--only="):
+            only = arg.partition("=")[2] or next(args, "")
+            if only not in BENCHES:
+                sys.exit(f"bench: --only takes one of {', '.join(BENCHES)}, not {only!r}")
+        else:
+            rest.append(arg)
+    return ([only] if only else list(BENCHES)), rest
+
+
 def main():
+    benches, args = split_only(sys.argv[1:])
     stamp = wanted()
     if installed() != stamp or not os.path.exists(PYTHON):
         setup(stamp)
-    script = os.path.join(BENCH, "parse.py")
-    os.execv(PYTHON, [PYTHON, script, *sys.argv[1:]])
+    worst = 0
+    for i, name in enumerate(benches):
+        if i:
+            print(flush=True)
+        script = os.path.join(BENCH, f"{name}.py")
+        code = subprocess.run([PYTHON, script, *args]).returncode
+        worst = max(worst, code if code >= 0 else 1)  # < 0: killed by a signal
+    sys.exit(worst)
 
 
 if __name__ == "__main__":
