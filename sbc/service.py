@@ -108,7 +108,10 @@ class Trunking(service.Service):
         self.store = None
         self.sip = None  # the SIPService that carries out effects
         self.recorder = Recorder(metrics)
-        self.resolver = Resolver(reactor, servers=list(config.dns.servers) or None)
+        # Only look for servers on transports we can send on (RFC 3263 §4.1).
+        transports = tuple(t for t in ("udp", "tcp", "tls") if t in {x.transport for x in config.listeners})
+        self.resolver = Resolver(reactor, servers=list(config.dns.servers) or None,
+                                 transports=transports)
         rng = random.Random()
         stack.calls = Calls(stack, Router(config, rng), numbers, config.b2bua, stack.ids)
         self.rng = rng

@@ -183,7 +183,7 @@ class Call:
     __slots__ = ("id", "a", "b", "source", "decision", "targets", "state", "start", "ringing",
                  "answer", "end", "final_code", "hangup_by", "reason", "attempts", "caller_in",
                  "callee_in", "caller_out", "callee_out", "cancelled", "timers", "b_legs",
-                 "reinvite", "dests")
+                 "reinvite", "dests", "tried")
 
     def __init__(self, call_id, source, decision, now):
         self.id = call_id
@@ -194,6 +194,7 @@ class Call:
         self.decision = decision
         self.targets = list(decision.targets)
         self.dests = []         # (target, Peer) from DNS, tried before the next target
+        self.tried = None       # the last target taken up (even if DNS found no address)
         self.state = "calling"  # calling, early, answered, confirmed, ending, ended
         self.start = now
         self.ringing = None
@@ -210,7 +211,9 @@ class Call:
 
     @property
     def target_peer(self):
-        return self.b.target.peer if self.b is not None and self.b.target else None
+        if self.b is not None and self.b.target:
+            return self.b.target.peer
+        return self.tried.peer if self.tried is not None else None
 
 
 def _number_of(uri):
@@ -334,9 +337,9 @@ class Calls:
             return self._attempt(call, target, dest, now)
         if not call.targets:
             status = call.final_code if call.final_code and call.final_code >= 300 else 503
-            return self._give_up(call, status, "failover_exhausted" if call.attempts else "rejected",
+            return self._give_up(call, status, "failover_exhausted" if call.tried else "rejected",
                                  now)
-        target = call.targets.pop(0)
+        target = call.tried = call.targets.pop(0)
         try:
             dest = gateway_peer(target.gateway.uri)
         except ParseError:

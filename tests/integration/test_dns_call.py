@@ -325,18 +325,19 @@ class DNSCallTests(unittest.TestCase):
         self.assertEqual(pbx.received(503)[0].start, "SIP/2.0 503 Service Unavailable")
         self.assertEqual(value(after, "sbc_call_attempts_total", peer="carrier")
                          - value(before, "sbc_call_attempts_total", peer="carrier"), 0)
-        # Every RFC 3263 step was asked once and answered NXDOMAIN.
+        # Every RFC 3263 step was asked once and answered NXDOMAIN; no _sips._tcp
+        # lookup, since this sbc has no TLS listener to send from.
         self.assertEqual(self.dns.asked(), {
             "nowhere.test NAPTR": 1, "_sip._udp.nowhere.test SRV": 1,
-            "_sip._tcp.nowhere.test SRV": 1, "_sips._tcp.nowhere.test SRV": 1,
+            "_sip._tcp.nowhere.test SRV": 1,
             "nowhere.test A": 1, "nowhere.test AAAA": 1})
         warning = self.lab.logged("no SIP server for sip:nowhere.test")
         self.assertIn("NAPTR nowhere.test: NXDOMAIN", warning)
-        # No B leg was ever tried, so sbc records the call as refused ("rejected"),
-        # not as failed over ("failover_exhausted").
+        # The carrier was the target, its gateway unreachable: failed over to nothing.
         self.assertFields(self.cdr(pbx), final_code=503, attempts=0, source_peer="pbx",
-                          callee_in=NUMBER, reason="rejected", hangup_by="sbc", answer=None,
-                          b_call_id="")
+                          callee_in=NUMBER, reason="failover_exhausted", hangup_by="sbc",
+                          answer=None, b_call_id="", target_peer="carrier", trunk="carrier",
+                          direction="outbound")
 
     def test_cache(self):
         """Two calls in a row resolve the gateway once: the second is served from sbc's cache."""
