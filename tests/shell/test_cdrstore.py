@@ -138,6 +138,16 @@ class WriteTests(StoreCase):
         yield store.close()  # twice is harmless
 
     @defer.inlineCallbacks
+    def test_group_commit(self):
+        """Records queued while a batch is on disk go together: 20 calls, 2 transactions."""
+        store = self.open()
+        writes = [store.write(record(n)) for n in range(20)]
+        results = yield defer.gatherResults(writes)
+        self.assertEqual(results, [True] * 20)
+        self.assertEqual(store.batches, 2)  # the first record alone, then the 19 queued behind it
+        self.assertEqual(len(self.fresh_rows()), 20)
+
+    @defer.inlineCallbacks
     def test_write_after_close(self):
         """A write after close() is refused, counted as lost and logged with the record."""
         events = self.capture_log()
