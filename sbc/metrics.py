@@ -137,6 +137,7 @@ class Metrics:
         process_*/python_* collectors (which read /proc at scrape time)."""
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
+        self._children = {}
 
         self.requests_received = Counter(
             "sbc_sip_requests_received_total",
@@ -239,17 +240,28 @@ class Metrics:
 
     # -- record methods: each maps its labels onto a fixed set --
 
+    # Per-message counters: the labelled child is looked up once per label pair
+    # (prometheus_client's labels() is the costly part of counting).
     def request_received(self, transport, method):
-        self.requests_received.labels(_one_of(transport, TRANSPORTS), method_label(method)).inc()
+        self._child(self.requests_received, transport, method, method_label).inc()
 
     def response_received(self, transport, status):
-        self.responses_received.labels(_one_of(transport, TRANSPORTS), status_label(status)).inc()
+        self._child(self.responses_received, transport, status, status_label).inc()
 
     def request_sent(self, transport, method):
-        self.requests_sent.labels(_one_of(transport, TRANSPORTS), method_label(method)).inc()
+        self._child(self.requests_sent, transport, method, method_label).inc()
 
     def response_sent(self, transport, status):
-        self.responses_sent.labels(_one_of(transport, TRANSPORTS), status_label(status)).inc()
+        self._child(self.responses_sent, transport, status, status_label).inc()
+
+    def _child(self, metric, transport, value, label):
+        key = (metric, transport, value)
+        child = self._children.get(key)
+        if child is None:
+            child = metric.labels(_one_of(transport, TRANSPORTS), label(value))
+            if len(self._children) < 10_000:  # peer-chosen values: bounded
+                self._children[key] = child
+        return child
 
     def parse_error(self, transport, reason):
         """Count an unparseable message; `reason` one of PARSE_ERROR_REASONS."""

@@ -301,11 +301,15 @@ class SIPService(service.Service):
 
     # -- timers -----------------------------------------------------------------
     def _arm(self):
-        """Keep one DelayedCall at the stack's earliest deadline."""
+        """Keep one DelayedCall no later than the stack's earliest deadline. A
+        timer already due sooner stays (expire() then re-arms): rescheduling on
+        every message would cost more than an early wake-up."""
         deadline = self.stack.next_deadline()
-        if deadline == self._deadline:
+        if deadline == self._deadline or deadline is None:
             return
         if self._timer is not None and self._timer.active():
+            if self._deadline <= deadline:
+                return
             self._timer.cancel()
         self._timer, self._deadline = None, deadline
         if deadline is not None:
