@@ -14,6 +14,7 @@ and return effects; it sends through the stack (`stack.request`,
 
 import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
 from heapq import heappop, heappush
 from itertools import count
 
@@ -225,6 +226,7 @@ def _hostport(host, port):
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
+@lru_cache(maxsize=4096)
 def gateway_peer(uri_text):
     """Where a gateway URI sends: Peer(transport, host, port). Host must be an
     IP literal here; names are resolved by the shell before routing (RFC 3263)."""

@@ -121,12 +121,20 @@ class Stack:
     def send_request(self, request, dest, now):
         """Send a request we originate: top Via for the transport it really
         leaves on, then a client transaction. Returns (transaction, effects)."""
-        # The Via we add is about 80 bytes; count it before choosing.
-        dest = transport_for(len(bytes(request)) + 80, dest, self.local)
-        host, port = self.local.get(dest.transport, ("0.0.0.0", 0))
-        sent_by = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        request.add("Via", f"SIP/2.0/{dest.transport.upper()} {sent_by};rport", first=True)
+        self._add_via(request, dest.transport)
+        if dest.transport == "udp":
+            bigger = transport_for(len(bytes(request)), dest, self.local)
+            if bigger is not dest:  # rare: too large for UDP, the Via changes with it
+                request.remove("Via")
+                self._add_via(request, bigger.transport)
+                dest = bigger
         return self.transactions.send_request(request, dest, now)
+
+    def _add_via(self, request, transport):
+        host, port = self.local.get(transport, ("0.0.0.0", 0))
+        sent_by = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        request.add("Via", f"SIP/2.0/{transport.upper()} {sent_by};rport;branch={self.ids.branch()}",
+                    first=True)
 
     def request(self, request, dest, now, user):
         """For the transaction user: send a request, tagging its transaction with `user`."""

@@ -1,0 +1,135 @@
+"""SRTP and SRTCP (RFC 3711, RFC 7714) for one relay end, on libsrtp via pylibsrtp.
+
+One SRTPTransform per leg that speaks SRTP. It holds two libsrtp sessions:
+inbound with the peer's key (from the peer's a=crypto line), outbound with
+ours. Both accept any SSRC, so a peer that changes SSRC mid-call needs no
+new signalling. The relay plugs it in as
+
+    end.transform_in = t.unprotect      # SRTP from the peer -> RTP, or None
+    end.transform_out = t.protect       # RTP towards the peer -> SRTP, or None
+
+and with the *_rtcp methods on the RTCP socket (or *_muxed under rtcp-mux).
+A None result means "drop"; the reason is counted here, nothing is logged.
+"""
+
+from pylibsrtp import Error, Policy, Session
+
+from ..rtp.sdes import key_length
+
+PROFILES = {
+    "AES_CM_128_HMAC_SHA1_80": Policy.SRTP_PROFILE_AES128_CM_SHA1_80,
+    "AES_CM_128_HMAC_SHA1_32": Policy.SRTP_PROFILE_AES128_CM_SHA1_32,
+    "AEAD_AES_128_GCM": Policy.SRTP_PROFILE_AEAD_AES_128_GCM,
+    "AEAD_AES_256_GCM": Policy.SRTP_PROFILE_AEAD_AES_256_GCM,
+}
+
+# Replay window in packets (RFC 3711 §3.3.2 asks for at least 64). 1024 keeps
+# 20 s of 20 ms audio and a video burst reordered in the network; older
+# packets are useless to a jitter buffer anyway. Replays inside it are refused.
+REPLAY_WINDOW = 1024
+
+# libsrtp's status texts as pylibsrtp reports them.
+_AUTH_FAIL = "authentication failure"
+_REPLAY_FAIL = ("replay check failed (bad index)", "replay check failed (index too old)")
+
+
+class SRTPTransform:
+    """SRTP for one end of the relay: unprotect what the peer sends, protect what
+    we send to it. Keys are master key||salt as carried in a=crypto.
+
+    Counters (read them for metrics): `auth_failures` (a packet whose tag did
+    not verify, RTP or RTCP), `replays` (a packet already seen or older than
+    the window), `malformed` (too short or too long to be processed),
+    `protect_failures` (an outgoing packet libsrtp refused, e.g. the plain
+    side repeated a sequence number: re-encrypting it would reuse keystream).
+    """
+
+    __slots__ = ("suite", "_inbound", "_outbound",
+                 "auth_failures", "replays", "malformed", "protect_failures")
+
+    def __init__(self, inbound_key, outbound_key, suite, window_size=REPLAY_WINDOW):
+        try:
+            profile = PROFILES[suite]
+        except KeyError:
+            raise ValueError(f"unsupported SRTP suite {suite!r}") from None
+        need = key_length(suite)
+        for name, key in (("inbound", inbound_key), ("outbound", outbound_key)):
+            if len(key) != need:
+                raise ValueError(f"{name} key||salt for {suite} must be {need} bytes, "
+                                 f"got {len(key)}")
+        self.suite = suite
+        self._inbound = Session(self._policy(inbound_key, Policy.SSRC_ANY_INBOUND,
+                                             profile, window_size))
+        self._outbound = Session(self._policy(outbound_key, Policy.SSRC_ANY_OUTBOUND,
+                                              profile, window_size))
+        self.auth_failures = 0
+        self.replays = 0
+        self.malformed = 0
+        self.protect_failures = 0
+
+    @staticmethod
+    def _policy(key, ssrc_type, profile, window_size):
+        policy = Policy(key=bytes(key), ssrc_type=ssrc_type, srtp_profile=profile)
+        policy.window_size = window_size
+        policy.allow_repeat_tx = False
+        return policy
+
+    def _refused(self, error):
+        reason = error.args[0] if error.args else ""
+        if reason == _AUTH_FAIL:
+            self.auth_failures += 1
+        elif reason in _REPLAY_FAIL:
+            self.replays += 1
+        else:
+            self.malformed += 1
+
+    def unprotect(self, packet):
+        """SRTP packet from the peer -> RTP packet, or None (dropped and counted)."""
+        try:
+            return self._inbound.unprotect(packet)
+        except Error as e:
+            self._refused(e)
+        except ValueError:
+            self.malformed += 1
+        return None
+
+    def protect(self, packet):
+        """RTP packet towards the peer -> SRTP packet, or None (dropped and counted)."""
+        try:
+            return self._outbound.protect(packet)
+        except (Error, ValueError):
+            self.protect_failures += 1
+        return None
+
+    def unprotect_rtcp(self, packet):
+        """SRTCP packet from the peer -> RTCP packet, or None (dropped and counted)."""
+        try:
+            return self._inbound.unprotect_rtcp(packet)
+        except Error as e:
+            self._refused(e)
+        except ValueError:
+            self.malformed += 1
+        return None
+
+    def protect_rtcp(self, packet):
+        """RTCP packet towards the peer -> SRTCP packet, or None (dropped and counted)."""
+        try:
+            return self._outbound.protect_rtcp(packet)
+        except (Error, ValueError):
+            self.protect_failures += 1
+        return None
+
+    # RFC 5761 §4: under rtcp-mux, RTCP packet types 192-223 sit where RTP has
+    # its marker bit and payload type; RTP never uses those values there.
+
+    def unprotect_muxed(self, packet):
+        """unprotect or unprotect_rtcp, chosen by the second byte (rtcp-mux)."""
+        if len(packet) > 1 and 192 <= packet[1] <= 223:
+            return self.unprotect_rtcp(packet)
+        return self.unprotect(packet)
+
+    def protect_muxed(self, packet):
+        """protect or protect_rtcp, chosen by the second byte (rtcp-mux)."""
+        if len(packet) > 1 and 192 <= packet[1] <= 223:
+            return self.protect_rtcp(packet)
+        return self.protect(packet)

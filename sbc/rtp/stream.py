@@ -1,0 +1,248 @@
+"""Per-stream state of the relay: where to send (latching) and what arrived (statistics).
+
+`Latch` decides, per received packet's source address, whether it is the
+remote party and where packets towards that party go. `StreamStats` keeps
+the receiver statistics of RFC 3550: sequence tracking (A.1), cumulative
+loss (A.3) and interarrival jitter (A.8). Both take time as an argument.
+"""
+
+import ipaddress
+import struct
+
+# RFC 3551 table 4/5: RTP clock rates of the static payload types (audio and video).
+STATIC_CLOCK_RATES = {
+    0: 8000, 3: 8000, 4: 8000, 5: 8000, 6: 16000, 7: 8000, 8: 8000, 9: 8000,
+    10: 44100, 11: 44100, 12: 8000, 13: 8000, 14: 90000, 15: 8000, 16: 11025,
+    17: 22050, 18: 8000, 25: 90000, 26: 90000, 28: 90000, 31: 90000, 32: 90000,
+    33: 90000, 34: 90000,
+}
+
+MAX_DROPOUT = 3000    # RFC 3550 A.1: a forward jump up to this is packets lost
+MAX_MISORDER = 100    # ... a backward step up to this is a late packet
+SEQ_MOD = 1 << 16
+WINDOW = 64           # recent sequence numbers remembered to tell duplicates from late packets
+_WINDOW_MASK = (1 << WINDOW) - 1
+
+_fields = struct.Struct("!xBHII").unpack_from  # PT byte, sequence, timestamp, SSRC
+
+
+def address(host, port):
+    """(host, port) as recvfrom spells it, or None when packets cannot go there.
+
+    None for a missing address, a port out of range, 0.0.0.0 / :: (RFC 3264
+    §8.4 hold) and a host that is not an IP literal. IPv6 is compressed the way
+    the socket layer prints it, so a latched source compares equal to it.
+    """
+    if host is None or not 0 < port < 65536:
+        return None
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    if ip.is_unspecified:
+        return None
+    return (str(ip), port)
+
+
+class Latch:
+    """Where one end's packets go, learned from where its packets come from.
+
+    Symmetric RTP (RFC 4961) through NAT: the party's packets come from its
+    public address, not the one in its SDP, so the relay sends back to the
+    source it sees. To keep a stranger from stealing the stream, a new source
+    is taken only within `window` seconds of the stream's first packet (or of
+    the first packet after the signalled address changed) or when it is the
+    signalled address itself; any other source is rejected and counted.
+
+    `remote` is the source packets are accepted from; `target` is where
+    packets for this party are sent: `remote`, or None while held or unknown.
+    """
+
+    __slots__ = ("signalled", "remote", "target", "held", "window", "start",
+                 "latched", "rejected")
+
+    def __init__(self, signalled, window):
+        self.window = window
+        self.signalled = None
+        self.remote = None
+        self.target = None
+        self.held = False
+        self.start = None       # time of the first packet since the signalled address was set
+        self.latched = 0        # times the remote moved to a new source
+        self.rejected = 0       # packets from a source that may not latch
+        self.signal(signalled)
+
+    def signal(self, remote):
+        """Take the address from a new offer or answer: None (or 0.0.0.0) holds.
+
+        A changed address re-opens the learning window; holding, or resuming
+        at the same address, keeps what was learned (the NAT binding holds).
+        """
+        if remote is None:
+            self.held = True
+            self.target = None
+            return
+        self.held = False
+        if remote != self.signalled:
+            self.signalled = remote
+            self.remote = remote
+            self.start = None
+        self.target = self.remote
+
+    def receive(self, source, now):
+        """True when a packet from `source` at `now` belongs to this party."""
+        if source == self.remote:
+            return True
+        if self.start is None:
+            self.start = now
+        if source == self.signalled or now - self.start <= self.window:
+            self.remote = source
+            if not self.held:
+                self.target = source
+            self.latched += 1
+            return True
+        self.rejected += 1
+        return False
+
+
+class StreamStats:
+    """Receiver statistics of one RTP stream (RFC 3550 A.1, A.3, A.8).
+
+    A new SSRC is a new source: its sequence numbering starts afresh and the
+    counts of the source before it are kept in the totals. Statistics never
+    decide whether a packet is relayed.
+
+    `rates` maps payload type to RTP clock rate (Hz); packets of other payload
+    types (telephone-event, say, whose timestamp is the event's start) are
+    counted but not used for jitter.
+    """
+
+    __slots__ = ("rates", "packets", "bytes", "ssrc", "ssrc_changes", "duplicates",
+                 "out_of_order", "jumps", "jitter", "_rate", "_pt", "_transit", "_base_seq",
+                 "_max_seq", "_cycles", "_bad_seq", "_window", "_received", "_prior_expected",
+                 "_prior_received")
+
+    def __init__(self, rates=None):
+        self.rates = STATIC_CLOCK_RATES if rates is None else rates
+        self.packets = 0          # RTP packets seen, duplicates included
+        self.bytes = 0            # their size, headers included
+        self.ssrc = None
+        self.ssrc_changes = 0
+        self.duplicates = 0       # a sequence number seen again within the last WINDOW
+        self.out_of_order = 0     # late packets: older than the newest seen
+        self.jumps = 0            # sequence jumps beyond MAX_DROPOUT (the source restarted)
+        self.jitter = 0.0         # RFC 3550 A.8, in timestamp units of the current payload
+        self._rate = 0            # clock rate jitter is measured in (0: none yet)
+        self._pt = -1
+        self._transit = None
+        self._base_seq = 0
+        self._max_seq = 0
+        self._cycles = 0
+        self._bad_seq = SEQ_MOD + 1  # A.1: none
+        self._window = 0          # bit i: sequence max - i was received
+        self._received = 0        # distinct packets of the current source
+        self._prior_expected = 0  # expected/received of earlier SSRCs
+        self._prior_received = 0
+
+    def update(self, data, arrival):
+        """Account one RTP packet (at least 12 bytes, version 2) that arrived at `arrival` s."""
+        b1, seq, ts, ssrc = _fields(data)
+        self.packets += 1
+        self.bytes += len(data)
+        if ssrc != self.ssrc:
+            self._source(ssrc, seq)
+        else:
+            delta = (seq - self._max_seq) & 0xFFFF
+            if delta == 0:
+                self.duplicates += 1
+                return
+            if delta < MAX_DROPOUT:
+                if seq < self._max_seq:
+                    self._cycles += SEQ_MOD
+                self._max_seq = seq
+                self._window = ((self._window << delta) | 1) & _WINDOW_MASK
+                self._received += 1
+            elif delta <= SEQ_MOD - MAX_MISORDER:
+                # A big jump: take it only when the next packet confirms it.
+                if seq != self._bad_seq:
+                    self._bad_seq = (seq + 1) & 0xFFFF
+                    return
+                self.jumps += 1
+                self._restart(seq)
+            else:
+                back = SEQ_MOD - delta
+                if back < WINDOW:
+                    bit = 1 << back
+                    if self._window & bit:
+                        self.duplicates += 1
+                        return
+                    self._window |= bit
+                self.out_of_order += 1
+                self._received += 1
+        # A.8: J += (|D| - J) / 16, D the change of transit time in timestamp units.
+        pt = b1 & 0x7F
+        rate = self.rates.get(pt)
+        if not rate:
+            return
+        if pt != self._pt:  # another payload: its timestamps run on their own
+            self._pt = pt
+            self._transit = None
+            if rate != self._rate:
+                if self._rate:
+                    self.jitter = self.jitter * rate / self._rate
+                self._rate = rate
+        transit = int(arrival * self._rate) - ts
+        if self._transit is not None:
+            d = (transit - self._transit) & 0xFFFFFFFF  # the timestamp wraps at 2**32
+            if d >= 0x80000000:
+                d = 0x100000000 - d
+            self.jitter += (d - self.jitter) / 16
+        self._transit = transit
+
+    def _source(self, ssrc, seq):
+        if self.ssrc is not None:
+            self.ssrc_changes += 1
+        self.ssrc = ssrc
+        self._pt = -1
+        self._restart(seq)
+
+    def _restart(self, seq):
+        # A.1 init_seq, with what the previous run counted kept in the totals.
+        if self._received:
+            self._prior_expected += self._expected()
+            self._prior_received += self._received
+        self._base_seq = seq
+        self._max_seq = seq
+        self._cycles = 0
+        self._bad_seq = SEQ_MOD + 1
+        self._window = 1
+        self._received = 1
+        self._transit = None
+
+    def _expected(self):
+        return self._cycles + self._max_seq - self._base_seq + 1
+
+    @property
+    def highest(self):
+        """The extended highest sequence number of the current source (A.1)."""
+        return self._cycles + self._max_seq
+
+    @property
+    def expected(self):
+        """Packets the senders numbered, over every SSRC seen (A.3)."""
+        return self._prior_expected + (self._expected() if self._received else 0)
+
+    @property
+    def received(self):
+        """Distinct packets received, duplicates left out."""
+        return self._prior_received + self._received
+
+    @property
+    def lost(self):
+        """Cumulative packets lost (A.3): expected less received, never below 0."""
+        return max(0, self.expected - self.received)
+
+    @property
+    def jitter_seconds(self):
+        """Interarrival jitter in seconds (0.0 until two packets of a known clock rate)."""
+        return self.jitter / self._rate if self._rate else 0.0
