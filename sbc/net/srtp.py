@@ -5,11 +5,14 @@ inbound with the peer's key (from the peer's a=crypto line), outbound with
 ours. Both accept any SSRC, so a peer that changes SSRC mid-call needs no
 new signalling. The relay plugs it in as
 
-    end.transform_in = t.unprotect      # SRTP from the peer -> RTP, or None
-    end.transform_out = t.protect       # RTP towards the peer -> SRTP, or None
+    end.transform_in = t.unprotect              # SRTP from the peer -> RTP, or None
+    end.transform_out = t.protect               # RTP towards the peer -> SRTP, or None
+    end.transform_in_rtcp = t.unprotect_rtcp    # the same for SRTCP / RTCP
+    end.transform_out_rtcp = t.protect_rtcp
 
-and with the *_rtcp methods on the RTCP socket (or *_muxed under rtcp-mux).
 A None result means "drop"; the reason is counted here, nothing is logged.
+pylibsrtp works in a 1500-byte buffer: SRTP packets above 1500 bytes and RTP
+packets above 1356 (1500 less the largest trailer) are dropped and counted.
 """
 
 from pylibsrtp import Error, Policy, Session
@@ -118,18 +121,3 @@ class SRTPTransform:
         except (Error, ValueError):
             self.protect_failures += 1
         return None
-
-    # RFC 5761 §4: under rtcp-mux, RTCP packet types 192-223 sit where RTP has
-    # its marker bit and payload type; RTP never uses those values there.
-
-    def unprotect_muxed(self, packet):
-        """unprotect or unprotect_rtcp, chosen by the second byte (rtcp-mux)."""
-        if len(packet) > 1 and 192 <= packet[1] <= 223:
-            return self.unprotect_rtcp(packet)
-        return self.unprotect(packet)
-
-    def protect_muxed(self, packet):
-        """protect or protect_rtcp, chosen by the second byte (rtcp-mux)."""
-        if len(packet) > 1 and 192 <= packet[1] <= 223:
-            return self.protect_rtcp(packet)
-        return self.protect(packet)
