@@ -209,6 +209,17 @@ class B2BUA:
 
 
 @dataclass(frozen=True, slots=True)
+class Media:
+    enabled: bool = True          # anchor media (rewrite SDP, relay RTP); false = SDP passes through
+    address: str = "127.0.0.1"    # where the relay binds
+    public_address: str = ""      # put in SDP instead of `address` (NAT)
+    port_min: int = 20000
+    port_max: int = 30000
+    inactivity_timeout: float = 60
+    latch_window: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
 class DNS:
     servers: tuple[str, ...] = ()  # "ip[:port]"; () = /etc/resolv.conf
 
@@ -229,6 +240,7 @@ class Config:
     tables: tuple[Table, ...] = ()
     b2bua: B2BUA = B2BUA()
     dns: DNS = DNS()
+    media: Media = Media()
 
     @classmethod
     def default(cls, path="<default>"):
@@ -256,7 +268,9 @@ def table_named(config, name):
 # them) are arrays of tables. docs/config.md lists them all.
 SCHEMA = {
     "": ("include", "sbc", "listen", "tls", "metrics", "sip", "tcp", "b2bua", "dns",
-         "peer", "table"),
+         "media", "peer", "table"),
+    "media": ("enabled", "address", "public_address", "port_min", "port_max",
+              "inactivity_timeout", "latch_window"),
     "dns": ("servers",),
     "sbc": ("state_dir", "log_level", "server_header"),
     "listen": ("transport", "address", "port", "public_address"),
@@ -659,7 +673,8 @@ class _Reader:
             path=self.path, state_dir=state_dir, log_level=log_level,
             server_header=server_header, listeners=listeners, tls=self.tls(doc),
             metrics=metrics, timers=self.timers(doc), limits=self.limits(doc),
-            tcp=self.tcp(doc), b2bua=self.b2bua(doc), dns=self.dns(doc))
+            tcp=self.tcp(doc), b2bua=self.b2bua(doc), dns=self.dns(doc),
+            media=self.media(doc))
         peers = self.peers(peers)
         tables = self.routing(tables, peers)
         return _replace(config, peers=peers, tables=tables)
@@ -777,6 +792,28 @@ class _Reader:
         if tls.cert and not tls.key:
             self.fail(path + ("key",), "required when tls.cert is set")
         return tls
+
+    def media(self, doc):
+        path = ("media",)
+        t = self.table(doc, path, "media")
+        d = Media()
+        port_min = self.integer(t, path, "port_min", d.port_min, 1024, 65534)
+        port_max = self.integer(t, path, "port_max", d.port_max, 1025, 65535)
+        if port_max - port_min < 3:
+            self.fail(path + ("port_max",),
+                      f"must leave room for two port pairs above port_min ({port_min}), got {port_max}")
+        public = self.string(t, path, "public_address", "")
+        if public:
+            try:
+                public = str(ipaddress.ip_address(public))
+            except ValueError:
+                self.fail(path + ("public_address",), f"must be an IP address, got {_show(public)}")
+        return Media(
+            enabled=self.boolean(t, path, "enabled", d.enabled),
+            address=self.ip(t, path, "address", d.address), public_address=public,
+            port_min=port_min, port_max=port_max,
+            inactivity_timeout=self.positive(t, path, "inactivity_timeout", d.inactivity_timeout),
+            latch_window=self.positive(t, path, "latch_window", d.latch_window))
 
     def dns(self, doc):
         path = ("dns",)

@@ -15,7 +15,10 @@ from twisted.logger import Logger
 from . import config as cfg
 from .metrics import Metrics
 from .b2bua.call import Calls, Resolve
+from .b2bua.media import CallMedia
 from .b2bua.upkeep import Upkeep
+from .net.relay import Relay
+from .rtp.ports import PortPool
 from .routing.health import GatewayDown, GatewayUp
 from .net.cdrstore import CDRStore
 from .net.http import metrics_site
@@ -115,11 +118,26 @@ class Trunking(service.Service):
         rng = random.Random()
         stack.calls = Calls(stack, Router(config, rng), numbers, config.b2bua, stack.ids)
         self.rng = rng
+        self.relay = None
+        if config.media.enabled:
+            self._anchor_media(config.media)
         self.upkeep = None
         self._install_upkeep(config)
         metrics.calls.track(lambda: [direction_of(c) for c in stack.calls.active.values()],
                             lambda: self.upkeep.gateway_states(),
                             lambda: self.upkeep.registration_states())
+
+    def _anchor_media(self, media):
+        """The built-in RTP relay; every call's SDP is rewritten to it."""
+        self.relay = Relay(self.reactor, media.address, PortPool(media.port_min, media.port_max),
+                           inactivity_timeout=media.inactivity_timeout,
+                           latch_window=media.latch_window, on_timeout=self._media_timeout)
+        address = media.public_address or media.address
+        self.stack.calls.media = lambda call: CallMedia(self.relay, address, call.id,
+                                                        self.rng.randrange(1, 2**31))
+
+    def _media_timeout(self, session):
+        self.sip.execute(self.stack.calls.media_timeout(session.call_id, self.reactor.seconds()))
 
     def _install_upkeep(self, config):
         self.upkeep = Upkeep(self.stack, config, self.stack.ids, self.rng)

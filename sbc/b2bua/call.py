@@ -22,6 +22,7 @@ from ..errors import LocalProtocolError, ParseError
 from ..sip import headers as h
 from ..sip.effects import Peer, Send
 from ..sip.digest import apply_credentials
+from .media import MediaReject
 from ..sip.message import Request, make_response
 from ..routing.numbers import map_user, quote_user, uri_number
 from ..sip.uri import parse_uri
@@ -184,7 +185,7 @@ class Call:
     __slots__ = ("id", "a", "b", "source", "decision", "targets", "state", "start", "ringing",
                  "answer", "end", "final_code", "hangup_by", "reason", "attempts", "caller_in",
                  "callee_in", "caller_out", "callee_out", "cancelled", "timers", "b_legs",
-                 "reinvite", "dests", "tried")
+                 "reinvite", "dests", "tried", "media")
 
     def __init__(self, call_id, source, decision, now):
         self.id = call_id
@@ -196,6 +197,7 @@ class Call:
         self.targets = list(decision.targets)
         self.dests = []         # (target, Peer) from DNS, tried before the next target
         self.tried = None       # the last target taken up (even if DNS found no address)
+        self.media = None       # CallMedia when media is anchored
         self.state = "calling"  # calling, early, answered, confirmed, ending, ended
         self.start = now
         self.ringing = None
@@ -249,6 +251,7 @@ class Calls:
         self.by_invite = {}         # A INVITE server txn -> Call
         self.active = {}            # call id -> Call
         self.available = None       # target -> bool: gateways known to be down are skipped
+        self.media = None           # call -> CallMedia (anchoring on), or None: SDP passes through
         self._heap = []
         self._seq = count()
         extra = {name.lower() for name in getattr(settings, "header_allow", ())}
@@ -327,6 +330,8 @@ class Calls:
         self.dialogs[(a.call_id, a.local_tag)] = a
         self.by_invite[event.txn] = call
         self.active[call.id] = call
+        if self.media is not None:
+            call.media = self.media(call)
         self._at(call, now + TIMER_C, "no_answer")
         return [CallStarted(call)] + self._next_target(call, now)
 
@@ -378,6 +383,11 @@ class Calls:
         req = b.request("INVITE")
         req.headers.append(("contact", "Contact", f"<sip:sbc@{me};transport={dest.transport}>"))
         self._copy(a.invite, req, call.source, target.peer)
+        if call.media is not None and a.invite.body:
+            body = call.media.offer("a", a.invite.body, target.peer)
+            if isinstance(body, MediaReject):
+                return self._give_up(call, body.status, "rejected", now, phrase=body.reason)
+            req.body = body
         try:
             mf = a.invite.max_forwards
         except ParseError:
@@ -457,7 +467,14 @@ class Calls:
             call.reinvite = None
         if server is None or resp.status == 100:
             return []
-        out = self.stack.respond(server, self._relay_response(server.request, resp, leg.other), now)
+        relay = self._relay_response(server.request, resp, leg.other)
+        if (resp.body and call.media is not None and server.request.body
+                and method in ("INVITE", "UPDATE") and 200 <= resp.status < 300):
+            peer = call.source if leg.role == "b" else call.target_peer
+            body = call.media.answer(leg.role, resp.body, peer)
+            if not isinstance(body, MediaReject):
+                relay.body = body
+        out = self.stack.respond(server, relay, now)
         if resp.status in (408, 481) and method != "BYE":
             # this leg's dialog is gone (RFC 5057): end the other one too
             return out + self._hangup(call, "sbc", "leg_lost", now, skip=leg)
@@ -485,7 +502,15 @@ class Calls:
                 b.early_media = True
             if call.state == "calling":
                 call.state = "early"
-            return self.stack.respond(a.invite_txn, self._relay_response(a.invite, resp, b), now)
+            relay = self._relay_response(a.invite, resp, b)
+            if resp.body and call.media is not None:
+                body = self._sdp_from_b(call, resp.body)
+                if isinstance(body, MediaReject):
+                    relay.body = b""  # unusable early SDP: ring without it
+                    relay.remove("Content-Type")
+                else:
+                    relay.body = body
+            return self.stack.respond(a.invite_txn, relay, now)
         if status < 300:
             if call.answer is not None:  # a retransmitted 2xx (RFC 6026): ACK it again
                 return [Send(b.ack, b.dest)] if b.ack is not None else []
@@ -502,6 +527,15 @@ class Calls:
                 self._at(call, now + max_duration, "max_duration")
             self._session_b(b, resp, now)
             relay = self._relay_response(a.invite, resp, b)
+            if resp.body and call.media is not None:
+                body = self._sdp_from_b(call, resp.body)
+                if isinstance(body, MediaReject):
+                    out = self._ack_and_bye(b, resp, now)
+                    out += self.stack.respond(a.invite_txn, self._reply(a.invite, body.status,
+                                                                        body.reason), now)
+                    call.final_code = body.status
+                    return out + self._finish(call, "sbc", "rejected", now)
+                relay.body = body
             self._session_a(a, relay, now)
             out = [CallAnswered(call)]
             out += self.stack.respond(a.invite_txn, relay, now)
@@ -594,6 +628,19 @@ class Calls:
             leg.pending[txn] = REFRESH
         return out
 
+    def _sdp_from_b(self, call, body):
+        """SDP in B's 18x/2xx: the answer to A's offer, or (late offer) B's offer."""
+        if call.a.invite.body:
+            return call.media.answer("b", body, call.source)
+        return call.media.offer("b", body, call.source)
+
+    def media_timeout(self, call_id, now):
+        """No RTP in either direction for too long: end the call."""
+        call = self.active.get(call_id)
+        if call is None:
+            return []
+        return self._hangup(call, "sbc", "media_timeout", now)
+
     def _fails_over(self, call, b, status):
         codes = getattr(self.settings, "failover_codes", (408, 500, 502, 503, 504))
         if status not in codes or not (call.targets or call.dests):
@@ -662,7 +709,13 @@ class Calls:
         b = call.b
         if b is None or b.acked:
             return []
-        return self._ack_b(b, ack.body, ack.get("content-type"), now)
+        body = ack.body
+        if body and call.media is not None and not call.a.invite.body:
+            body = call.media.answer("a", body, b.target.peer)
+            if isinstance(body, MediaReject):
+                out = self._ack_b(b, b"", None, now)
+                return out + self._hangup(call, "sbc", "rejected", now)
+        return self._ack_b(b, body, ack.get("content-type"), now)
 
     def _ack_b(self, b, body, content_type, now):
         ack = Request("ACK", b.remote_target)
@@ -753,6 +806,14 @@ class Calls:
         peers = (call.source, call.target_peer) if leg.role == "a" else (call.target_peer,
                                                                          call.source)
         self._copy(req, relay, *peers)
+        if req.body and call.media is not None and method in ("INVITE", "UPDATE"):
+            body = call.media.offer(leg.role, req.body, peers[1])
+            if isinstance(body, MediaReject):
+                if method == "INVITE":
+                    call.reinvite = None
+                return self.stack.respond(event.txn, self._reply(req, body.status, body.reason),
+                                          now)
+            relay.body = body
         txn, out = self.stack.request(relay, other.dest, now, other)
         if txn is not None:
             other.pending[txn] = event.txn
@@ -807,7 +868,7 @@ class Calls:
         return self._hangup(call, "sbc", "no_ack", now)
 
     # -- endings --------------------------------------------------------------------------
-    def _give_up(self, call, status, reason, now):
+    def _give_up(self, call, status, reason, now, phrase=None):
         """No B leg answered: final failure to the caller."""
         if call.state not in ("calling", "early"):
             return []
@@ -817,7 +878,7 @@ class Calls:
         call.final_code = status
         if not call.cancelled:
             out += self.stack.respond(call.a.invite_txn,
-                                      self._reply(call.a.invite, status, None), now)
+                                      self._reply(call.a.invite, status, phrase), now)
         return out + self._finish(call, "sbc", reason, now)
 
     def _hangup(self, call, by, reason, now, skip=None):
@@ -843,6 +904,8 @@ class Calls:
         call.hangup_by = call.hangup_by or by
         call.reason = call.reason or reason
         call.timers.clear()
+        if call.media is not None:
+            call.media.close()
         for leg in [call.a] + call.b_legs:
             self.dialogs.pop((leg.call_id, leg.local_tag), None)
         self.by_invite.pop(call.a.invite_txn, None)

@@ -192,8 +192,12 @@ class CallTests(LabTestCase):
         self.assertEqual(statuses, [183, 200])
         early = pbx.received(183)[0]
         self.assertEqual(early.get("content-type"), "application/sdp")
-        self.assertEqual(early.body, carrier.sent(183)[0].body)
-        self.assertIn("o=earlymedia ", early.body)
+        # Media is anchored: the PBX sees the carrier's stream on the SBC's media address.
+        theirs = carrier.sent(183)[0].body
+        self.assertIn("m=audio", early.body)
+        self.assertIn("c=IN IP4 127.0.0.1", early.body)
+        self.assertNotIn("127.0.0.3", early.body)
+        self.assertNotEqual(early.body, theirs)
 
     def test_prack(self):
         """A reliable 183 is PRACKed end to end, RAck renumbered to the carrier's INVITE CSeq."""

@@ -463,7 +463,7 @@ class UnknownTests(ErrorCase):
         """A key outside any table is checked against the table names."""
         self.assertError('log_level = "info"\n' + UDP,
                          'sbc.toml:1: log_level: unknown key; known: "include", "sbc", '
-                         '"listen", "tls", "metrics", "sip", "tcp", "b2bua", "dns", "peer", "table"')
+                         '"listen", "tls", "metrics", "sip", "tcp", "b2bua", "dns", "media", "peer", "table"')
 
     def test_unknown_quoted_key(self):
         """A key that needs quotes is shown quoted."""
