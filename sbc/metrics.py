@@ -230,6 +230,8 @@ class Metrics:
                 self.connections_timed_out.labels(transport, reason)
 
         self.calls = CallMetrics(r)
+        self.media = _MediaCollector()
+        r.register(self.media)
 
         if process:
             # process_start_time_seconds, process_cpu_seconds_total, ...,
@@ -402,3 +404,53 @@ class _LiveCollector:
             for name in REGISTRATION_STATES:
                 reg.add_metric([peer, name], 1 if name == state else 0)
         return [calls, up, reg]
+
+
+class _MediaCollector:
+    """Relay figures, read from `totals()` (sbc.net.relay.Totals) when scraped."""
+
+    def __init__(self):
+        self.totals = None  # callable, set when media is anchored
+
+    def describe(self):
+        return self._families(None)
+
+    def collect(self):
+        return self._families(self.totals() if self.totals is not None else None)
+
+    @staticmethod
+    def _families(t):
+        c = t.counters if t is not None else None
+
+        def gauge(name, doc, value):
+            family = GaugeMetricFamily(name, doc)
+            family.add_metric([], value if t is not None else 0)
+            return family
+
+        def counter(name, doc, value):
+            family = CounterMetricFamily(name, doc)
+            family.add_metric([], value if t is not None else 0)
+            return family
+
+        return [
+            gauge("sbc_media_streams_active", "Relayed media streams open now.",
+                  t and t.streams_active),
+            gauge("sbc_media_ports_in_use", "Relay ports allocated (RTP and RTCP).",
+                  t and t.ports_in_use),
+            gauge("sbc_media_ports_free", "Relay ports free in the configured range.",
+                  t and t.ports_free),
+            counter("sbc_media_streams", "Media streams opened.", t and t.streams_opened),
+            counter("sbc_media_packets", "RTP and RTCP packets relayed.", c and c.packets_out),
+            counter("sbc_media_bytes", "Bytes of RTP and RTCP relayed.", c and c.bytes_out),
+            counter("sbc_media_packets_lost", "RTP packets lost before reaching the SBC "
+                    "(RFC 3550 sequence gaps).", c and c.lost),
+            counter("sbc_media_dropped", "Packets dropped: malformed, from a source that may "
+                    "not latch, or failing SRTP authentication.",
+                    c and (c.malformed + c.latch_rejections + c.transform_drops)),
+            counter("sbc_media_srtp_auth_failures", "SRTP/SRTCP packets failing authentication.",
+                    c and c.transform_drops),
+            counter("sbc_media_timeouts", "Calls ended because their media stopped.",
+                    t and t.timeouts),
+            counter("sbc_media_port_exhaustion", "Calls refused for want of a free port pair.",
+                    t and t.exhausted),
+        ]

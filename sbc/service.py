@@ -132,6 +132,7 @@ class Trunking(service.Service):
         self.relay = Relay(self.reactor, media.address, PortPool(media.port_min, media.port_max),
                            inactivity_timeout=media.inactivity_timeout,
                            latch_window=media.latch_window, on_timeout=self._media_timeout)
+        self.metrics.media.totals = self.relay.totals
         address = media.public_address or media.address
         self.stack.calls.media = lambda call: CallMedia(self.relay, address, call.id,
                                                         self.rng.randrange(1, 2**31))

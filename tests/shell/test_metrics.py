@@ -40,6 +40,17 @@ EXPECTED = {
     "sbc_calls_active": ("gauge", {"trunk", "direction"}),
     "sbc_gateway_up": ("gauge", {"peer", "gateway"}),
     "sbc_registration_state": ("gauge", {"peer", "state"}),
+    "sbc_media_streams_active": ("gauge", set()),
+    "sbc_media_ports_in_use": ("gauge", set()),
+    "sbc_media_ports_free": ("gauge", set()),
+    "sbc_media_streams_total": ("counter", set()),
+    "sbc_media_packets_total": ("counter", set()),
+    "sbc_media_bytes_total": ("counter", set()),
+    "sbc_media_packets_lost_total": ("counter", set()),
+    "sbc_media_dropped_total": ("counter", set()),
+    "sbc_media_srtp_auth_failures_total": ("counter", set()),
+    "sbc_media_timeouts_total": ("counter", set()),
+    "sbc_media_port_exhaustion_total": ("counter", set()),
 }
 
 
