@@ -6,24 +6,36 @@ end multiplexes RTCP on the RTP port, RFC 5761). What arrives on one end's
 sockets leaves from the other end's sockets towards that end's party: its
 latched address (`sbc.rtp.stream.Latch`).
 
-The per-packet path is lean: it decides on the fixed header, bumps counters
-and calls `sendto` on the socket itself (Twisted's `write` re-validates the
-address on every call; the relay validates it once, when it is signalled or
-latched). Nothing is logged per packet. Each end has SRTP hooks,
-`transform_in(data)` / `transform_out(data)` and their RTCP twins, which
-return the bytes to carry on or None to drop (counted); by default they are
-`identity`, which the packet path skips without calling it.
+The per-packet path is lean. All of a relay's sockets sit behind one reactor
+reader (`_Poller`: an epoll set, itself pollable, registered with the
+reactor), so the reactor's per-descriptor dispatch is paid once per wake-up
+rather than once per packet; each packet is decided on its fixed header,
+counted and sent with the socket's own `sendto` (the address was validated
+once, when it was signalled or latched). Nothing is logged per packet.
+
+Each end has SRTP hooks, `transform_in(data)` / `transform_out(data)` and
+their RTCP twins, which return the bytes to carry on or None to drop
+(counted); by default they are `identity`, which the packet path skips
+without calling it.
 """
 
 import errno
+import select
+import selectors
+import socket
 from dataclasses import dataclass, fields
 
-from twisted.internet import defer, error, protocol
+from twisted.internet.interfaces import IReadDescriptor
+from twisted.logger import Logger
+from zope.interface import implementer
 
 from ..rtp.stream import Latch, StreamStats, address
 
 MAX_PACKET = 8192   # datagram buffer: RTP stays below the path MTU
 BIND_ATTEMPTS = 16  # pairs tried per end when a port turns out to be taken by another process
+ROUNDS = 16         # polls per wake-up before yielding to the reactor (a flood cannot starve it)
+
+log = Logger(namespace="sbc.relay")
 
 
 def identity(data):
@@ -67,24 +79,104 @@ class Totals:
     timeouts: int             # sessions whose media stopped for inactivity_timeout
     exhausted: int            # opens refused for want of a free port pair
     bind_failures: int        # ports of the range found taken by another process
+    errors: int               # exceptions in the packet path (a bug of ours; each logged)
     ports_in_use: int         # both ports of each allocated pair
     ports_free: int
     counters: Counters        # summed over every session, closed ones included
 
 
-class _Socket(protocol.DatagramProtocol):
-    noisy = False  # no log line per socket: a call opens four
+@implementer(IReadDescriptor)
+class _Poller:
+    """A relay's sockets in one poll set, read as one descriptor of the reactor.
 
-    def __init__(self, receive):
-        # udp.Port calls self.protocol.datagramReceived(data, addr) per datagram;
-        # binding the end's method as that attribute saves a call per packet.
-        self.datagramReceived = receive
+    On each wake-up every ready socket gives one datagram, then the set is
+    polled again (without waiting) until nothing is ready: a socket with one
+    datagram costs no failed read, and what came meanwhile is read without
+    another turn of the reactor, which costs more than a poll.
+    """
+
+    def __init__(self, reactor, clock):
+        self.reactor = reactor
+        self.seconds = clock.seconds
+        self.sockets = {}   # fd -> (recvfrom, receive)
+        self.errors = 0     # exceptions out of the packet path: our bugs, logged
+        if hasattr(select, "epoll"):
+            self._set = select.epoll()
+            self._poll = self._set.poll
+            self._add = lambda fd: self._set.register(fd, select.EPOLLIN)
+        else:  # kqueue and the rest, through selectors (slower per wake-up)
+            self._set = selectors.DefaultSelector()
+            self._poll = lambda timeout: [(k.fd, e) for k, e in self._set.select(timeout)]
+            self._add = lambda fd: self._set.register(fd, selectors.EVENT_READ)
+
+    def add(self, sock, receive):
+        if not self.sockets:
+            self.reactor.addReader(self)
+        fd = sock.fileno()
+        if sock.family == socket.AF_INET6:
+            receive = _two_tuple(receive)
+        self.sockets[fd] = (sock.recvfrom, receive)
+        self._add(fd)
+
+    def remove(self, sock):
+        fd = sock.fileno()
+        if self.sockets.pop(fd, None) is not None:
+            self._set.unregister(fd)
+            if not self.sockets:
+                self.reactor.removeReader(self)
+
+    def fileno(self):
+        return self._set.fileno()
+
+    def logPrefix(self):
+        return "relay"
+
+    def doRead(self):
+        sockets, poll, seconds = self.sockets, self._poll, self.seconds
+        for _ in range(ROUNDS):
+            ready = poll(0)
+            if not ready:
+                return
+            now = seconds()  # one arrival time per round: a call saved per packet
+            for fd, _event in ready:
+                try:
+                    recvfrom, receive = sockets[fd]
+                except KeyError:
+                    continue  # closed by a packet handled earlier in this round
+                try:
+                    data, addr = recvfrom(MAX_PACKET)
+                except OSError:
+                    continue  # nothing after all, or an ICMP error of an earlier sendto
+                try:
+                    receive(data, addr, now)
+                except Exception:
+                    # A bug of ours must not take the reader (and every call) down;
+                    # logged at the 1st, 2nd, 4th, 8th... time, not per packet.
+                    self.errors += 1
+                    if not self.errors & (self.errors - 1):
+                        log.failure("relay packet path ({errors} errors so far)",
+                                    errors=self.errors)
+
+    def connectionLost(self, reason):
+        pass  # the reactor is shutting down; sessions close with their calls
+
+
+def _two_tuple(receive):
+    def receive6(data, addr, now):
+        receive(data, addr[:2], now)  # recvfrom adds flow info and scope id
+    return receive6
 
 
 class End:
     """One side of a session: the sockets facing one party and what crossed them."""
 
-    def __init__(self, session, name, port, signalled, window, mux, seconds):
+    __slots__ = ("session", "name", "other", "port", "mux", "latch", "rtcp_latch", "stats",
+                 "transform_in", "transform_out", "transform_in_rtcp", "transform_out_rtcp",
+                 "last", "rtcp_in", "rtcp_bytes_in", "packets_out", "bytes_out", "malformed",
+                 "transform_drops", "unsent", "send_errors", "_rtp_sock", "_rtcp_sock",
+                 "_rtp_sendto", "_rtcp_sendto")
+
+    def __init__(self, session, name, port, signalled, window, mux):
         self.session = session
         self.name = name            # "a" (the caller's side) or "b" (the callee's)
         self.other = None
@@ -101,28 +193,26 @@ class End:
         self.rtcp_in = self.rtcp_bytes_in = 0
         self.packets_out = self.bytes_out = 0
         self.malformed = self.transform_drops = self.unsent = self.send_errors = 0
-        self._seconds = seconds
-        self._rtp_port = self._rtcp_port = None
+        self._rtp_sock = self._rtcp_sock = None
         self._rtp_sendto = self._rtcp_sendto = None
 
     @property
     def rtcp_port(self):
         return self.port + 1
 
-    def receive_rtp(self, data, addr):
+    def receive_rtp(self, data, addr, now):
         """A datagram on the RTP port: RTP, or RTCP when multiplexed (RFC 5761 §4)."""
         if len(data) < 12 or data[0] >> 6 != 2:
             self.malformed += 1
             return
         if 192 <= data[1] <= 223:
-            self.receive_rtcp(data, addr)
+            self.receive_rtcp(data, addr, now)
             return
         if self.transform_in is not identity:
             data = self.transform_in(data)
             if data is None:
                 self.transform_drops += 1
                 return
-        now = self._seconds()
         latch = self.latch
         if addr != latch.remote and not latch.receive(addr, now):
             return
@@ -146,7 +236,7 @@ class End:
         other.packets_out += 1
         other.bytes_out += len(data)
 
-    def receive_rtcp(self, data, addr):
+    def receive_rtcp(self, data, addr, now):
         """A datagram on the RTCP port, or RTCP demultiplexed from the RTP port."""
         if len(data) < 8 or data[0] >> 6 != 2 or not 192 <= data[1] <= 223:
             self.malformed += 1
@@ -156,7 +246,6 @@ class End:
             if data is None:
                 self.transform_drops += 1
                 return
-        now = self._seconds()
         latch = self.latch if self.mux else self.rtcp_latch
         if addr != latch.remote and not latch.receive(addr, now):
             return
@@ -196,8 +285,8 @@ class End:
             send_errors=self.send_errors, lost=s.lost, duplicates=s.duplicates,
             out_of_order=s.out_of_order, ssrc_changes=s.ssrc_changes)
 
-    def _listening(self):
-        return [p for p in (self._rtp_port, self._rtcp_port) if p is not None]
+    def _sockets(self):
+        return [s for s in (self._rtp_sock, self._rtcp_sock) if s is not None]
 
 
 def _rtcp_of(remote):
@@ -217,7 +306,6 @@ class MediaSession:
         self.timed_out = False
         self._since = None      # when the inactivity timer was (re)armed
         self._timer = None
-        self._closing = None
 
     @property
     def ends(self):
@@ -234,19 +322,23 @@ class MediaSession:
             return name
         return {"a": self.a, "b": self.b}[name]
 
-    def update(self, end, remote, *, rtcp=None, mux=None):
+    def update(self, end, remote, *, rtcp=None, mux=None, rates=None):
         """A new offer or answer for `end`: its party's RTP address from SDP.
 
         `remote` is (host, port); 0.0.0.0, port 0 or None hold the end: nothing
         is sent to it until an update with an address. `rtcp` is the a=rtcp
-        address (default: RTP port + 1); `mux` whether RTCP shares the RTP port.
+        address (default: RTP port + 1); `mux` whether RTCP shares the RTP port;
+        `rates` maps the party's payload types to clock rates (a=rtpmap) for
+        jitter, telephone-event left out.
         """
         end = self.end(end)
         if self.closed:
             return
+        if rates is not None:
+            end.stats.rates = rates
         if mux is not None and mux != end.mux:
             end.mux = mux
-            if not mux and end._rtcp_port is None:
+            if not mux and end._rtcp_sock is None:
                 self.relay._bind_rtcp(end)  # may fail: RTCP to this end is then unsent
         signalled = self.relay._address(remote)
         end.latch.signal(signalled)
@@ -261,16 +353,11 @@ class MediaSession:
         return self.a.counters() + self.b.counters()
 
     def close(self):
-        """Unbind the sockets and give the ports back; a Deferred that fires when done.
-
-        The pool gets the ports once the sockets are closed, so a new session
-        never fails to bind a port this one still holds. Closing twice is harmless.
-        """
-        if self._closing is None:
+        """Close the sockets and give the ports back to the pool; twice is harmless."""
+        if not self.closed:
             self.closed = True
             self._disarm()
-            self._closing = self.relay._close(self)
-        return self._closing
+            self.relay._close(self)
 
     # The inactivity timer runs while both ends have an address to send to:
     # not before the answer, not while either party is held.
@@ -329,6 +416,7 @@ class Relay:
         self.exhausted = 0
         self.bind_failures = 0
         self._v6 = ":" in address
+        self._poller = _Poller(reactor, self.clock)
         self._ended = Counters()  # what closed sessions counted
 
     def open(self, call_id, remote_a, remote_b, *, mux=(False, False), on_timeout=None):
@@ -339,9 +427,8 @@ class Relay:
         whether RTCP is multiplexed on the RTP port.
         """
         session = MediaSession(self, call_id, on_timeout)
-        seconds = self.clock.seconds
         for name, remote, end_mux in (("a", remote_a, mux[0]), ("b", remote_b, mux[1])):
-            end = self._bind(session, name, self._address(remote), end_mux, seconds)
+            end = self._bind(session, name, self._address(remote), end_mux)
             if end is None:
                 self.exhausted += 1
                 if session.a is not None:
@@ -354,6 +441,11 @@ class Relay:
         session._arm()
         return session
 
+    def close(self):
+        """Close every session (the service is stopping)."""
+        for session in list(self.sessions):
+            session.close()
+
     def totals(self):
         """Figures for metrics, read when scraped."""
         counters = self._ended
@@ -361,7 +453,8 @@ class Relay:
             counters = counters + session.counters()
         return Totals(streams_active=len(self.sessions), streams_opened=self.opened,
                       timeouts=self.timeouts, exhausted=self.exhausted,
-                      bind_failures=self.bind_failures, ports_in_use=2 * self.pool.in_use,
+                      bind_failures=self.bind_failures, errors=self._poller.errors,
+                      ports_in_use=2 * self.pool.in_use,
                       ports_free=2 * self.pool.free, counters=counters)
 
     def _address(self, remote):
@@ -372,54 +465,68 @@ class Relay:
             return None  # hold, or a family this socket cannot reach
         return remote
 
-    def _bind(self, session, name, remote, mux, seconds):
+    def _bind(self, session, name, remote, mux):
         for _ in range(BIND_ATTEMPTS):
             port = self.pool.allocate()
             if port is None:
                 return None
-            end = End(session, name, port, remote, self.latch_window, mux, seconds)
+            end = End(session, name, port, remote, self.latch_window, mux)
             try:
-                end._rtp_port = self._listen(port, end.receive_rtp)
-                end._rtp_sendto = end._rtp_port.socket.sendto
+                end._rtp_sock = self._socket(port)
                 if not mux:
-                    end._rtcp_port = self._listen(port + 1, end.receive_rtcp)
-                    end._rtcp_sendto = end._rtcp_port.socket.sendto
-            except error.CannotListenError as e:
+                    end._rtcp_sock = self._socket(port + 1)
+            except OSError as e:
                 # Taken by another process: the pair goes to the back of the pool.
                 self.bind_failures += 1
-                for p in end._listening():
-                    p.stopListening()
+                for sock in end._sockets():
+                    sock.close()
                 self.pool.release(port)
-                if getattr(e.socketError, "errno", None) != errno.EADDRINUSE:
-                    return None
+                if e.errno != errno.EADDRINUSE:
+                    return None  # the address itself is wrong: every port would fail
                 continue
+            self._watch(end)
             return end
         return None
 
     def _bind_rtcp(self, end):
         try:
-            end._rtcp_port = self._listen(end.rtcp_port, end.receive_rtcp)
-        except error.CannotListenError:
+            end._rtcp_sock = self._socket(end.rtcp_port)
+        except OSError:
             self.bind_failures += 1
             return
-        end._rtcp_sendto = end._rtcp_port.socket.sendto
+        end._rtcp_sendto = end._rtcp_sock.sendto
+        self._poller.add(end._rtcp_sock, end.receive_rtcp)
 
-    def _listen(self, port, receive):
-        return self.reactor.listenUDP(port, _Socket(receive), interface=self.address,
-                                      maxPacketSize=MAX_PACKET)
+    def _socket(self, port):
+        sock = socket.socket(socket.AF_INET6 if self._v6 else socket.AF_INET, socket.SOCK_DGRAM)
+        try:
+            sock.bind((self.address, port))
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        return sock
+
+    def _watch(self, end):
+        end._rtp_sendto = end._rtp_sock.sendto
+        self._poller.add(end._rtp_sock, end.receive_rtp)
+        if end._rtcp_sock is not None:
+            end._rtcp_sendto = end._rtcp_sock.sendto
+            self._poller.add(end._rtcp_sock, end.receive_rtcp)
 
     def _unbind(self, end):
-        ports = end._listening()
-        end._rtp_port = end._rtcp_port = None
-        end._rtp_sendto = end._rtcp_sendto = None
-        done = defer.DeferredList([defer.maybeDeferred(p.stopListening) for p in ports])
-        done.addCallback(lambda _: self.pool.release(end.port))
-        return done
+        # The sendto methods stay: a packet already read for the other end
+        # meets a closed socket (OSError, counted) rather than None.
+        for sock in end._sockets():
+            self._poller.remove(sock)
+            sock.close()
+        end._rtp_sock = end._rtcp_sock = None
+        self.pool.release(end.port)
 
     def _close(self, session):
         if session in self.sessions:
             self.sessions.discard(session)
             self._ended = self._ended + session.counters()
-        done = defer.DeferredList([self._unbind(e) for e in session.ends if e is not None])
-        done.addCallback(lambda _: None)
-        return done
+        for end in session.ends:
+            if end is not None:
+                self._unbind(end)

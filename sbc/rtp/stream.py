@@ -20,7 +20,8 @@ STATIC_CLOCK_RATES = {
 MAX_DROPOUT = 3000    # RFC 3550 A.1: a forward jump up to this is packets lost
 MAX_MISORDER = 100    # ... a backward step up to this is a late packet
 SEQ_MOD = 1 << 16
-WINDOW = 64           # recent sequence numbers remembered to tell duplicates from late packets
+WINDOW = 30           # recent sequence numbers remembered to tell duplicates from late packets
+                      # (30 bits: the window stays a one-digit int, cheap to shift)
 _WINDOW_MASK = (1 << WINDOW) - 1
 
 _fields = struct.Struct("!xBHII").unpack_from  # PT byte, sequence, timestamp, SSRC
@@ -54,8 +55,9 @@ class Latch:
     the first packet after the signalled address changed) or when it is the
     signalled address itself; any other source is rejected and counted.
 
-    `remote` is the source packets are accepted from; `target` is where
-    packets for this party are sent: `remote`, or None while held or unknown.
+    `remote` is the source packets are accepted from (None until the first
+    one); `target` is where packets for the party go: the latched source, else
+    the signalled address; None while held or before any address is known.
     """
 
     __slots__ = ("signalled", "remote", "target", "held", "window", "start",
@@ -66,14 +68,14 @@ class Latch:
         self.signalled = None
         self.remote = None
         self.target = None
-        self.held = False
+        self.held = True
         self.start = None       # time of the first packet since the signalled address was set
-        self.latched = 0        # times the remote moved to a new source
+        self.latched = 0        # times packets moved to a source other than the last one
         self.rejected = 0       # packets from a source that may not latch
         self.signal(signalled)
 
     def signal(self, remote):
-        """Take the address from a new offer or answer: None (or 0.0.0.0) holds.
+        """Take the address from a new offer or answer: None (0.0.0.0 in SDP) holds.
 
         A changed address re-opens the learning window; holding, or resuming
         at the same address, keeps what was learned (the NAT binding holds).
@@ -85,21 +87,22 @@ class Latch:
         self.held = False
         if remote != self.signalled:
             self.signalled = remote
-            self.remote = remote
+            self.remote = None
             self.start = None
-        self.target = self.remote
+        self.target = self.remote or remote
 
     def receive(self, source, now):
         """True when a packet from `source` at `now` belongs to this party."""
         if source == self.remote:
             return True
         if self.start is None:
-            self.start = now
+            self.start = now  # the stream's first packet opens the window
         if source == self.signalled or now - self.start <= self.window:
+            if source != (self.remote or self.signalled):
+                self.latched += 1
             self.remote = source
             if not self.held:
                 self.target = source
-            self.latched += 1
             return True
         self.rejected += 1
         return False
@@ -119,8 +122,7 @@ class StreamStats:
 
     __slots__ = ("rates", "packets", "bytes", "ssrc", "ssrc_changes", "duplicates",
                  "out_of_order", "jumps", "jitter", "_rate", "_pt", "_transit", "_base_seq",
-                 "_max_seq", "_cycles", "_bad_seq", "_window", "_received", "_prior_expected",
-                 "_prior_received")
+                 "_max_seq", "_cycles", "_bad_seq", "_window", "_ignored", "_prior_expected")
 
     def __init__(self, rates=None):
         self.rates = STATIC_CLOCK_RATES if rates is None else rates
@@ -135,14 +137,13 @@ class StreamStats:
         self._rate = 0            # clock rate jitter is measured in (0: none yet)
         self._pt = -1
         self._transit = None
-        self._base_seq = 0
+        self._base_seq = None     # no source yet
         self._max_seq = 0
         self._cycles = 0
         self._bad_seq = SEQ_MOD + 1  # A.1: none
         self._window = 0          # bit i: sequence max - i was received
-        self._received = 0        # distinct packets of the current source
-        self._prior_expected = 0  # expected/received of earlier SSRCs
-        self._prior_received = 0
+        self._ignored = 0         # packets left out of `received`: duplicates, unconfirmed jumps
+        self._prior_expected = 0  # expected of earlier sources (SSRCs, restarts)
 
     def update(self, data, arrival):
         """Account one RTP packet (at least 12 bytes, version 2) that arrived at `arrival` s."""
@@ -151,53 +152,73 @@ class StreamStats:
         self.bytes += len(data)
         if ssrc != self.ssrc:
             self._source(ssrc, seq)
-        else:
-            delta = (seq - self._max_seq) & 0xFFFF
-            if delta == 0:
-                self.duplicates += 1
-                return
-            if delta < MAX_DROPOUT:
-                if seq < self._max_seq:
-                    self._cycles += SEQ_MOD
-                self._max_seq = seq
-                self._window = ((self._window << delta) | 1) & _WINDOW_MASK
-                self._received += 1
-            elif delta <= SEQ_MOD - MAX_MISORDER:
-                # A big jump: take it only when the next packet confirms it.
-                if seq != self._bad_seq:
-                    self._bad_seq = (seq + 1) & 0xFFFF
-                    return
-                self.jumps += 1
-                self._restart(seq)
-            else:
-                back = SEQ_MOD - delta
-                if back < WINDOW:
-                    bit = 1 << back
-                    if self._window & bit:
-                        self.duplicates += 1
-                        return
-                    self._window |= bit
-                self.out_of_order += 1
-                self._received += 1
+        elif seq == (self._max_seq + 1) & 0xFFFF:  # in order: the common case, kept short
+            if not seq:
+                self._cycles += SEQ_MOD
+            self._max_seq = seq
+            self._window = ((self._window << 1) | 1) & _WINDOW_MASK
+        elif not self._sequence(seq):
+            return
         # A.8: J += (|D| - J) / 16, D the change of transit time in timestamp units.
         pt = b1 & 0x7F
+        if pt != self._pt and not self._payload(pt):
+            return
+        transit = arrival * self._rate - ts
+        last = self._transit
+        self._transit = transit
+        if last is not None:
+            d = transit - last
+            if d < 0:
+                d = -d
+            if d >= 2147483648.0:  # the timestamp wrapped at 2**32
+                d = abs(d - 4294967296.0)
+            self.jitter += (d - self.jitter) / 16
+
+    def _sequence(self, seq):
+        """A.1 update_seq for all but the next packet in order; False: leave it out of jitter."""
+        delta = (seq - self._max_seq) & 0xFFFF
+        if delta == 0:
+            self.duplicates += 1
+            self._ignored += 1
+            return False
+        if delta < MAX_DROPOUT:  # packets lost in between
+            if seq < self._max_seq:
+                self._cycles += SEQ_MOD
+            self._max_seq = seq
+            self._window = ((self._window << delta) | 1) & _WINDOW_MASK
+            return True
+        if delta <= SEQ_MOD - MAX_MISORDER:
+            # A big jump: taken when the next packet confirms it (the source restarted).
+            if seq != self._bad_seq:
+                self._bad_seq = (seq + 1) & 0xFFFF
+                self._ignored += 1
+                return False
+            self.jumps += 1
+            self._restart(seq)
+            return True
+        back = SEQ_MOD - delta  # a late packet
+        if back < WINDOW:
+            bit = 1 << back
+            if self._window & bit:
+                self.duplicates += 1
+                self._ignored += 1
+                return False
+            self._window |= bit
+        self.out_of_order += 1
+        return True
+
+    def _payload(self, pt):
+        """A new payload type: False when its clock rate is unknown (not used for jitter)."""
         rate = self.rates.get(pt)
         if not rate:
-            return
-        if pt != self._pt:  # another payload: its timestamps run on their own
-            self._pt = pt
-            self._transit = None
-            if rate != self._rate:
-                if self._rate:
-                    self.jitter = self.jitter * rate / self._rate
-                self._rate = rate
-        transit = int(arrival * self._rate) - ts
-        if self._transit is not None:
-            d = (transit - self._transit) & 0xFFFFFFFF  # the timestamp wraps at 2**32
-            if d >= 0x80000000:
-                d = 0x100000000 - d
-            self.jitter += (d - self.jitter) / 16
-        self._transit = transit
+            return False
+        self._pt = pt
+        self._transit = None  # another payload's timestamps run on their own
+        if rate != self._rate:
+            if self._rate:
+                self.jitter = self.jitter * rate / self._rate
+            self._rate = rate
+        return True
 
     def _source(self, ssrc, seq):
         if self.ssrc is not None:
@@ -207,16 +228,14 @@ class StreamStats:
         self._restart(seq)
 
     def _restart(self, seq):
-        # A.1 init_seq, with what the previous run counted kept in the totals.
-        if self._received:
+        # A.1 init_seq, with what the previous run expected kept in the totals.
+        if self._base_seq is not None:
             self._prior_expected += self._expected()
-            self._prior_received += self._received
         self._base_seq = seq
         self._max_seq = seq
         self._cycles = 0
         self._bad_seq = SEQ_MOD + 1
         self._window = 1
-        self._received = 1
         self._transit = None
 
     def _expected(self):
@@ -230,12 +249,12 @@ class StreamStats:
     @property
     def expected(self):
         """Packets the senders numbered, over every SSRC seen (A.3)."""
-        return self._prior_expected + (self._expected() if self._received else 0)
+        return self._prior_expected + (0 if self._base_seq is None else self._expected())
 
     @property
     def received(self):
         """Distinct packets received, duplicates left out."""
-        return self._prior_received + self._received
+        return self.packets - self._ignored
 
     @property
     def lost(self):
