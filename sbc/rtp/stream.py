@@ -20,9 +20,7 @@ STATIC_CLOCK_RATES = {
 MAX_DROPOUT = 3000    # RFC 3550 A.1: a forward jump up to this is packets lost
 MAX_MISORDER = 100    # ... a backward step up to this is a late packet
 SEQ_MOD = 1 << 16
-WINDOW = 30           # recent sequence numbers remembered to tell duplicates from late packets
-                      # (30 bits: the window stays a one-digit int, cheap to shift)
-_WINDOW_MASK = (1 << WINDOW) - 1
+WINDOW = 64           # how far back a late packet is told apart from a duplicate
 
 _fields = struct.Struct("!xBHII").unpack_from  # PT byte, sequence, timestamp, SSRC
 
@@ -122,7 +120,7 @@ class StreamStats:
 
     __slots__ = ("rates", "packets", "bytes", "ssrc", "ssrc_changes", "duplicates",
                  "out_of_order", "jumps", "jitter", "_rate", "_pt", "_transit", "_base_seq",
-                 "_max_seq", "_cycles", "_bad_seq", "_window", "_ignored", "_prior_expected")
+                 "_max_seq", "_cycles", "_bad_seq", "_missing", "_ignored", "_prior_expected")
 
     def __init__(self, rates=None):
         self.rates = STATIC_CLOCK_RATES if rates is None else rates
@@ -130,7 +128,7 @@ class StreamStats:
         self.bytes = 0            # their size, headers included
         self.ssrc = None
         self.ssrc_changes = 0
-        self.duplicates = 0       # a sequence number seen again within the last WINDOW
+        self.duplicates = 0       # a sequence number seen again (within WINDOW of the newest)
         self.out_of_order = 0     # late packets: older than the newest seen
         self.jumps = 0            # sequence jumps beyond MAX_DROPOUT (the source restarted)
         self.jitter = 0.0         # RFC 3550 A.8, in timestamp units of the current payload
@@ -141,7 +139,7 @@ class StreamStats:
         self._max_seq = 0
         self._cycles = 0
         self._bad_seq = SEQ_MOD + 1  # A.1: none
-        self._window = 0          # bit i: sequence max - i was received
+        self._missing = set()     # recent sequence numbers skipped: a late one is not a duplicate
         self._ignored = 0         # packets left out of `received`: duplicates, unconfirmed jumps
         self._prior_expected = 0  # expected of earlier sources (SSRCs, restarts)
 
@@ -156,7 +154,6 @@ class StreamStats:
             if not seq:
                 self._cycles += SEQ_MOD
             self._max_seq = seq
-            self._window = ((self._window << 1) | 1) & _WINDOW_MASK
         elif not self._sequence(seq):
             return
         # A.8: J += (|D| - J) / 16, D the change of transit time in timestamp units.
@@ -172,7 +169,7 @@ class StreamStats:
                 d = -d
             if d >= 2147483648.0:  # the timestamp wrapped at 2**32
                 d = abs(d - 4294967296.0)
-            self.jitter += (d - self.jitter) / 16
+            self.jitter += (d - self.jitter) * 0.0625  # 1/16
 
     def _sequence(self, seq):
         """A.1 update_seq for all but the next packet in order; False: leave it out of jitter."""
@@ -181,11 +178,15 @@ class StreamStats:
             self.duplicates += 1
             self._ignored += 1
             return False
-        if delta < MAX_DROPOUT:  # packets lost in between
+        if delta < MAX_DROPOUT:  # packets lost in between (or late: see below)
+            missing = self._missing
+            if len(missing) > 2 * WINDOW:  # forget what is too old to come late
+                missing.difference_update([m for m in missing
+                                           if (seq - m) & 0xFFFF >= WINDOW])
+            missing.update((seq - back) & 0xFFFF for back in range(1, min(delta, WINDOW)))
             if seq < self._max_seq:
                 self._cycles += SEQ_MOD
             self._max_seq = seq
-            self._window = ((self._window << delta) | 1) & _WINDOW_MASK
             return True
         if delta <= SEQ_MOD - MAX_MISORDER:
             # A big jump: taken when the next packet confirms it (the source restarted).
@@ -196,15 +197,14 @@ class StreamStats:
             self.jumps += 1
             self._restart(seq)
             return True
-        back = SEQ_MOD - delta  # a late packet
-        if back < WINDOW:
-            bit = 1 << back
-            if self._window & bit:
-                self.duplicates += 1
-                self._ignored += 1
-                return False
-            self._window |= bit
-        self.out_of_order += 1
+        # Behind the newest: a late packet when it was skipped, else a duplicate.
+        if seq in self._missing:
+            self._missing.discard(seq)
+        elif SEQ_MOD - delta < WINDOW:
+            self.duplicates += 1
+            self._ignored += 1
+            return False
+        self.out_of_order += 1  # late, or too old to tell
         return True
 
     def _payload(self, pt):
@@ -235,7 +235,7 @@ class StreamStats:
         self._max_seq = seq
         self._cycles = 0
         self._bad_seq = SEQ_MOD + 1
-        self._window = 1
+        self._missing.clear()
         self._transit = None
 
     def _expected(self):

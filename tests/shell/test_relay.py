@@ -178,7 +178,7 @@ class ForwardingTests(RelayCase):
 
     @defer.inlineCallbacks
     def test_rtcp_mux_on_one_leg(self):
-        """The caller multiplexes (RFC 5761): its RTCP on the RTP port goes to the callee's RTCP port."""
+        """The caller multiplexes RTCP (RFC 5761): it reaches the callee's RTCP port."""
         session = self.open(mux=(True, False))
         callee_rtcp = self.party()
         session.update("b", self.callee.address, rtcp=callee_rtcp.address)
@@ -231,7 +231,7 @@ class ForwardingTests(RelayCase):
 
     @defer.inlineCallbacks
     def test_bug_in_the_packet_path_is_contained(self):
-        """An exception while handling a packet drops that packet only: counted, logged, relay alive."""
+        """A bug while handling a packet drops that packet only: counted, logged, relay alive."""
         session = self.open()
 
         def broken(data):

@@ -230,6 +230,16 @@ class SequenceTests(unittest.TestCase):
         self.assertEqual((s.packets, s.received, s.duplicates, s.out_of_order, s.lost),
                          (7, 5, 2, 1, 0))
 
+    def test_heavy_loss_then_a_late_packet(self):
+        """Every other packet lost: a late one is still told apart from a duplicate."""
+        s = StreamStats()
+        for seq in range(0, 2000, 2):
+            s.update(rtp(seq, 0), 0.0)
+        s.update(rtp(1997, 0), 0.0)   # skipped, comes late
+        s.update(rtp(1996, 0), 0.0)   # already here: a duplicate
+        s.update(rtp(1901, 0), 0.0)   # beyond WINDOW: too old to tell, counted as late
+        self.assertEqual((s.expected, s.lost, s.out_of_order, s.duplicates), (1999, 997, 2, 1))
+
     def test_new_ssrc_starts_a_new_source(self):
         """An SSRC change restarts sequence tracking and keeps what the old source lost."""
         s = StreamStats()
@@ -263,7 +273,7 @@ class JitterTests(unittest.TestCase):
         self.assertAlmostEqual(s.jitter, 0.0, places=6)
 
     def test_known_answer(self):
-        """Transit alternating by 5 ms (40 units at 8 kHz): J_n = 40 (1 - (15/16)^n) after n steps."""
+        """Transit alternating by 5 ms (40 units at 8 kHz): J = 40 (1 - (15/16)^n) after n steps."""
         s = StreamStats()
         for i in range(11):
             s.update(rtp(i, 160 * i), 1000.0 + 0.020 * i + (0.005 if i % 2 else 0.0))
