@@ -180,6 +180,8 @@ class Trunking(service.Service):
 
     def stopService(self):
         super().stopService()
+        if self.relay is not None:
+            self.relay.close()
         self.sip.execute(self.upkeep.stop(self.reactor.seconds()))
         # Give un-REGISTERs (and a challenge to them) up to 2 s before closing.
         done = Deferred()
