@@ -184,6 +184,10 @@ port = {port}
 address = "127.0.0.1"
 port = 0
 
+# Signalling only, like sippy's b2bua_simple: no media relay on either side.
+[media]
+enabled = false
+
 [[peer]]
 name = "pbx"
 kind = "pbx"
