@@ -5,9 +5,9 @@ script (run by any Python >= 3.11, e.g. from `make bench`) keeps a separate
 venv and runs the benchmarks with its Python. The venv is rebuilt when
 bench/requirements.txt or pyproject.toml changes.
 
-    python bench/run.py [--only parse|b2bua] [ARGS...]
+    python bench/run.py [--only parse|b2bua|relay] [ARGS...]
 
-runs bench/parse.py, then bench/b2bua.py (or only the one named), each with
+runs bench/parse.py, bench/b2bua.py, then bench/relay.py (or only the one named), each with
 ARGS (both know --strict and --profile). The exit status is the worst of theirs.
 """
 
@@ -54,7 +54,7 @@ def setup(stamp):
         f.write(stamp + "\n")
 
 
-BENCHES = ("parse", "b2bua")
+BENCHES = ("parse", "b2bua", "relay")
 
 
 def split_only(argv):
