@@ -60,6 +60,16 @@ def main(argv=None):
     return run(args)
 
 
+def _load(path, then=""):
+    """The config at `path`, or None after printing `file:line: key: why`."""
+    from .config import load
+    try:
+        return load(path)
+    except ConfigError as e:
+        print(f"{e}{then}", file=sys.stderr)
+        return None
+
+
 def _state_dir(state_dir, config_path):
     """The state dir as `run` resolves it: flag, config, $STATE_DIRECTORY, ./var."""
     if state_dir:
@@ -73,11 +83,7 @@ def _state_dir(state_dir, config_path):
 
 
 def reload_running(args):
-    from .config import load
-    try:
-        load(args.config)
-    except ConfigError as e:
-        print(f"{e}\nnot reloaded: the running config stays", file=sys.stderr)
+    if _load(args.config, "\nnot reloaded: the running config stays") is None:
         return 1
     pidfile = os.path.join(_state_dir(args.state_dir, args.config), PIDFILE)
     try:
@@ -92,24 +98,17 @@ def reload_running(args):
 
 
 def route(args):
-    from .config import load
     from .routing.explain import explain
-    try:
-        config = load(args.config)
-    except ConfigError as e:
-        print(e, file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return 1
     print(explain(config, args.source, args.number))
     return 0
 
 
-
 def check_config(path):
-    from .config import load
-    try:
-        config = load(path)
-    except ConfigError as e:
-        print(e, file=sys.stderr)
+    config = _load(path)
+    if config is None:
         return 1
     listeners = ", ".join(f"{x.transport} {x.address}:{x.port}" for x in config.listeners)
     print(f"{path}: ok ({listeners})")
@@ -141,10 +140,8 @@ def _hostport(host, port):
 
 def run(args):
     from .config import load
-    try:
-        config = load(args.config)
-    except ConfigError as e:
-        print(e, file=sys.stderr)
+    config = _load(args.config)
+    if config is None:
         return 1
     if args.state_dir:
         import dataclasses
