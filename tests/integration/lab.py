@@ -61,10 +61,17 @@ rules = [
 """
 
 
-def lab_config(port, routes_dir, t1=None):
+def lab_config(port, routes_dir, t1=None, carrier=None, extra=""):
     """conf/sbc.toml's peers with SIP port `port` on the lab addresses, sbc's own
-    ports chosen by the kernel, tables included from `routes_dir`."""
+    ports chosen by the kernel, tables included from `routes_dir`. `carrier`
+    replaces the carrier's two gateways by one URI; `extra` is more TOML."""
     timers = f"\n[sip.timers]\nt1 = {t1}\n" if t1 is not None else ""
+    if carrier is None:
+        gateways = (f'  {{ uri = "sip:{GW1}:{port}", priority = 1, weight = 1 }},\n'
+                    f'  {{ uri = "sip:{GW2}:{port}", priority = 2, weight = 1 }},\n')
+    else:
+        gateways = f'  {{ uri = "{carrier}", priority = 1, weight = 1 }},\n'
+
     return f"""\
 include = ["{routes_dir}/*.toml"]
 
@@ -83,7 +90,7 @@ port = 0
 
 [metrics]
 port = 0
-{timers}
+{timers}{extra}
 [[peer]]
 name = "pbx"
 kind = "pbx"
@@ -99,9 +106,7 @@ kind = "trunk"
 sources = ["{GW1}/32", "{GW2}/32"]
 table = "from-carrier"
 gateways = [
-  {{ uri = "sip:{GW1}:{port}", priority = 1, weight = 1 }},
-  {{ uri = "sip:{GW2}:{port}", priority = 2, weight = 1 }},
-]
+{gateways}]
 auth = {{ username = "acct", password = "secret", realm = "" }}
 numbers = {{ country_code = "1", format = "e164", tech_prefix = "" }}
 """

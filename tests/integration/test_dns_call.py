@@ -29,7 +29,7 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from .harness import SAFETY, value
-from .lab import GW1, GW2, PAUSE, PBX, POLL, Lab, SIPp, lab_port
+from .lab import GW1, GW2, PAUSE, PBX, POLL, Lab, SIPp, lab_config, lab_port
 
 NUMBER = "2125551234"           # a national number the PBX dials; the carrier sees +1...
 REQUEST_URI = f"sip:+1{NUMBER}@carrier.test"
@@ -194,44 +194,8 @@ class DNSLab(Lab):
 
     def __init__(self, port, dns_port, gateway):
         super().__init__(port)
-        self.config_text = f"""\
-include = ["{self.routes_dir}/*.toml"]
-
-[sbc]
-log_level = "info"
-
-[[listen]]
-transport = "udp"
-address = "127.0.0.1"
-port = 0
-
-[[listen]]
-transport = "tcp"
-address = "127.0.0.1"
-port = 0
-
-[metrics]
-port = 0
-
-[dns]
-servers = ["127.0.0.1:{dns_port}"]
-
-[[peer]]
-name = "pbx"
-kind = "pbx"
-sources = ["{PBX}/32"]
-table = "from-pbx"
-gateways = [{{ uri = "sip:{PBX}:{port}", priority = 1, weight = 1 }}]
-numbers = {{ country_code = "1", format = "national", tech_prefix = "" }}
-
-[[peer]]
-name = "carrier"
-kind = "trunk"
-sources = ["{GW1}/32", "{GW2}/32"]
-table = "from-carrier"
-gateways = [{{ uri = "{gateway}", priority = 1, weight = 1 }}]
-numbers = {{ country_code = "1", format = "e164", tech_prefix = "" }}
-"""
+        self.config_text = lab_config(port, self.routes_dir, carrier=gateway,
+                                      extra=f'\n[dns]\nservers = ["127.0.0.1:{dns_port}"]\n')
 
     def logged(self, text):
         """The first line sbc printed containing `text`, polled for (bounded)."""
