@@ -169,6 +169,8 @@ class Peer:
     rewrite: tuple[Rewrite, ...] = ()
     codecs: tuple[str, ...] = ()  # () = any
     headers: tuple[str, ...] = ()
+    srtp: str = "optional"       # required | optional | off
+    sdes_over_udp: bool = False  # SDES keys may go over unencrypted signalling
 
 
 @dataclass(frozen=True, slots=True)
@@ -285,7 +287,7 @@ SCHEMA = {
     "b2bua": ("failover_codes", "failover_after_early_media", "max_call_duration",
               "session_expires", "min_se", "header_allow"),
     "peer": ("name", "kind", "sources", "table", "gateways", "auth", "register",
-             "probe", "numbers", "rewrite", "codecs", "headers"),
+             "probe", "numbers", "rewrite", "codecs", "headers", "srtp", "sdes_over_udp"),
     "peer.gateways": ("uri", "priority", "weight"),
     "peer.auth": ("username", "password", "realm"),
     "peer.register": ("enabled", "username", "domain", "expires", "retry_min",
@@ -934,7 +936,9 @@ class _Reader:
             auth=auth, register=self.register(entry, path, auth, gateways),
             probe=self.probe(entry, path, gateways), numbers=self.numbers(entry, path),
             rewrite=self.rewrite(entry, path), codecs=tuple(codecs),
-            headers=self.header_names(entry, path, "headers"))
+            headers=self.header_names(entry, path, "headers"),
+            srtp=self.choice(entry, path, "srtp", "optional", ("required", "optional", "off")),
+            sdes_over_udp=self.boolean(entry, path, "sdes_over_udp", False))
 
     def sources(self, entry, path):
         out = []

@@ -18,6 +18,7 @@ from .b2bua.call import Calls, Resolve
 from .b2bua.media import CallMedia
 from .b2bua.upkeep import Upkeep
 from .net.relay import Relay
+from .net.srtp import SRTPTransform
 from .rtp.ports import PortPool
 from .routing.health import GatewayDown, GatewayUp
 from .net.cdrstore import CDRStore
@@ -134,8 +135,10 @@ class Trunking(service.Service):
                            latch_window=media.latch_window, on_timeout=self._media_timeout)
         self.metrics.media.totals = self.relay.totals
         address = media.public_address or media.address
-        self.stack.calls.media = lambda call: CallMedia(self.relay, address, call.id,
-                                                        self.rng.randrange(1, 2**31))
+        self.stack.calls.media = lambda call: CallMedia(
+            self.relay, address, call.id, self.rng.randrange(1, 2**31),
+            srtp=lambda ag: SRTPTransform(ag.inbound_key, ag.outbound_key, ag.suite),
+            random_bytes=os.urandom)
 
     def _media_timeout(self, session):
         self.sip.execute(self.stack.calls.media_timeout(session.call_id, self.reactor.seconds()))

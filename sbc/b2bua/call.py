@@ -384,7 +384,8 @@ class Calls:
         req.headers.append(("contact", "Contact", f"<sip:sbc@{me};transport={dest.transport}>"))
         self._copy(a.invite, req, call.source, target.peer)
         if call.media is not None and a.invite.body:
-            body = call.media.offer("a", a.invite.body, target.peer)
+            body = call.media.offer("a", a.invite.body, target.peer, call.source,
+                                    dest.transport == "tls")
             if isinstance(body, MediaReject):
                 return self._give_up(call, body.status, "rejected", now, phrase=body.reason)
             req.body = body
@@ -470,8 +471,9 @@ class Calls:
         relay = self._relay_response(server.request, resp, leg.other)
         if (resp.body and call.media is not None and server.request.body
                 and method in ("INVITE", "UPDATE") and 200 <= resp.status < 300):
-            peer = call.source if leg.role == "b" else call.target_peer
-            body = call.media.answer(leg.role, resp.body, peer)
+            peers = (call.source, call.target_peer) if leg.role == "b" else (call.target_peer,
+                                                                              call.source)
+            body = call.media.answer(leg.role, resp.body, *peers, leg.other.dest.transport == "tls")
             if not isinstance(body, MediaReject):
                 relay.body = body
         out = self.stack.respond(server, relay, now)
@@ -630,9 +632,10 @@ class Calls:
 
     def _sdp_from_b(self, call, body):
         """SDP in B's 18x/2xx: the answer to A's offer, or (late offer) B's offer."""
+        args = (call.source, call.target_peer, call.a.dest.transport == "tls")
         if call.a.invite.body:
-            return call.media.answer("b", body, call.source)
-        return call.media.offer("b", body, call.source)
+            return call.media.answer("b", body, *args)
+        return call.media.offer("b", body, *args)
 
     def media_timeout(self, call_id, now):
         """No RTP in either direction for too long: end the call."""
@@ -711,7 +714,8 @@ class Calls:
             return []
         body = ack.body
         if body and call.media is not None and not call.a.invite.body:
-            body = call.media.answer("a", body, b.target.peer)
+            body = call.media.answer("a", body, b.target.peer, call.source,
+                                     b.dest.transport == "tls")
             if isinstance(body, MediaReject):
                 out = self._ack_b(b, b"", None, now)
                 return out + self._hangup(call, "sbc", "rejected", now)
@@ -807,7 +811,8 @@ class Calls:
                                                                          call.source)
         self._copy(req, relay, *peers)
         if req.body and call.media is not None and method in ("INVITE", "UPDATE"):
-            body = call.media.offer(leg.role, req.body, peers[1])
+            body = call.media.offer(leg.role, req.body, peers[1], peers[0],
+                                    other.dest.transport == "tls")
             if isinstance(body, MediaReject):
                 if method == "INVITE":
                     call.reinvite = None

@@ -14,6 +14,7 @@ and `close()`), so the shell decides what a port is.
 from dataclasses import dataclass
 
 from ..errors import LocalProtocolError, ParseError
+from ..rtp import sdes
 from ..sdp import rewrite
 from ..sdp import session as sdp
 
@@ -30,31 +31,48 @@ def _other(role):
     return "b" if role == "a" else "a"
 
 
-class CallMedia:
-    __slots__ = ("relay", "address", "call_id", "session", "origins", "stream")
+def _policy(peer):
+    return getattr(peer, "srtp", "off")
 
-    def __init__(self, relay, address, call_id, sess_id):
+
+class CallMedia:
+    """SRTP (SDES, RFC 4568) is terminated here per leg: an SRTP offer is
+    answered with a key of our own and the other leg gets a fresh offer of
+    ours (or plain RTP), so keys never pass between legs and SRTP on one leg
+    interworks with RTP on the other. `srtp(agreement)` (from the shell)
+    builds a transform with protect/unprotect[_rtcp]; `random_bytes(n)` makes
+    keys. Without them every leg is plain RTP."""
+
+    __slots__ = ("relay", "address", "call_id", "session", "origins", "stream", "srtp",
+                 "random_bytes", "offered", "owed")
+
+    def __init__(self, relay, address, call_id, sess_id, srtp=None, random_bytes=None):
         self.relay = relay
         self.address = address        # what our SDP says (the public media address)
         self.call_id = call_id
         self.session = None           # the relay's session, opened with the first offer
         self.origins = {"a": rewrite.LegOrigin(str(sess_id)), "b": rewrite.LegOrigin(str(sess_id + 1))}
         self.stream = None            # index of the relayed m= line
+        self.srtp = srtp
+        self.random_bytes = random_bytes
+        self.offered = {}             # role -> our a=crypto offer to that leg's party
+        self.owed = {}                # role -> Agreement we must answer that leg with
 
-    def offer(self, role, body, to_peer):
-        """An offer from leg `role`: the SDP for the other leg, or a MediaReject."""
-        return self._carry(role, body, to_peer, offer=True)
+    def offer(self, role, body, to_peer, from_peer=None, secure_to=False):
+        """An offer from leg `role`: the SDP for the other leg, or a MediaReject.
+        `secure_to`: the other leg's signalling is TLS (SDES keys may go there)."""
+        return self._carry(role, body, to_peer, True, from_peer, secure_to)
 
-    def answer(self, role, body, to_peer):
+    def answer(self, role, body, to_peer, from_peer=None, secure_to=False):
         """An answer from leg `role`: the SDP for the other leg, or a MediaReject."""
-        return self._carry(role, body, to_peer, offer=False)
+        return self._carry(role, body, to_peer, False, from_peer, secure_to)
 
     def close(self):
         if self.session is not None:
             self.session.close()
             self.session = None
 
-    def _carry(self, role, body, to_peer, offer):
+    def _carry(self, role, body, to_peer, offer, from_peer, secure_to):
         try:
             desc = sdp.parse(body)
         except ParseError as e:
@@ -84,6 +102,11 @@ class CallMedia:
             rtcp_addr = (rtcp.address or host, rtcp.port) if rtcp is not None else None
             self.session.update(role, (host, media.port) if media.port else None,
                                 rtcp=rtcp_addr, mux=media.rtcp_mux)
+        if media is not None:
+            secured = self._secure(role, media, offer, from_peer, to_peer, secure_to)
+            if isinstance(secured, MediaReject):
+                return secured
+            desc.media[index] = secured
         for i, m in enumerate(desc.media):
             if i != index and m.port:
                 desc.media[i] = rewrite.reject_media(m)
@@ -94,3 +117,53 @@ class CallMedia:
         except LocalProtocolError as e:
             return MediaReject(500, f"SDP rewrite failed: {e.reason}")
         return bytes(out)
+
+    # -- SRTP --------------------------------------------------------------------
+    def _secure(self, role, media, offer, from_peer, to_peer, secure_to):
+        """The stream as the other leg gets it: our own a=crypto or plain RTP."""
+        other = _other(role)
+        srtp_in = "SAVP" in media.proto
+        enabled = self.srtp is not None and self.random_bytes is not None
+        if offer:
+            if srtp_in:
+                agreement = sdes.choose(media.values("crypto"), sdes.DEFAULT_SUITES,
+                                        self.random_bytes) if enabled else None
+                if agreement is None:
+                    return MediaReject(488, "No usable a=crypto offered")
+                self.owed[role] = agreement
+            elif _policy(from_peer) == "required":
+                return MediaReject(488, "SRTP required")
+            else:
+                self.owed.pop(role, None)
+            want = enabled and (_policy(to_peer) == "required"
+                                or (_policy(to_peer) == "optional" and srtp_in))
+            if want and not secure_to and not getattr(to_peer, "sdes_over_udp", False):
+                if _policy(to_peer) == "required":
+                    return MediaReject(488, "SRTP required but SDES keys need TLS signalling")
+                want = False
+            if want:
+                self.offered[other] = sdes.offer(sdes.DEFAULT_SUITES, self.random_bytes)
+                return rewrite.set_profile(media, True, self.offered[other])
+            self.offered.pop(other, None)
+            return rewrite.set_profile(media, False) if srtp_in else media
+        # an answer from `role` to what we offered it
+        ours = self.offered.get(role)
+        if ours:
+            agreement = sdes.accept(ours, media.values("crypto"))
+            if agreement is None:
+                return MediaReject(488, "SRTP answer unusable")
+            self._install(role, agreement)
+        elif srtp_in:
+            return MediaReject(488, "SRTP answer to a plain RTP offer")
+        owed = self.owed.get(other)
+        if owed is not None:
+            self._install(other, owed)
+            return rewrite.set_profile(media, True, [owed.local])
+        return rewrite.set_profile(media, False) if "SAVP" in media.proto else media
+
+    def _install(self, role, agreement):
+        transform = self.srtp(agreement)
+        end = self.session.end(role)
+        end.transform_in, end.transform_out = transform.unprotect, transform.protect
+        end.transform_in_rtcp = transform.unprotect_rtcp
+        end.transform_out_rtcp = transform.protect_rtcp

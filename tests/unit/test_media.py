@@ -5,13 +5,14 @@ from types import SimpleNamespace
 from sbc.b2bua.call import CallEnded
 from sbc.b2bua.media import CallMedia
 from sbc.sdp import parse as parse_sdp
-from tests.unit.test_b2bua import CARRIER, GW1, INVITE, PBX, Case
+from tests.unit.test_b2bua import CARRIER, GW1, INVITE, PBX, PBX_PEER, Case
 
 
 class End:
     def __init__(self, port):
         self.port = port
         self.remote = None
+        self.transform_in = self.transform_out = None
 
 
 class Session:
@@ -145,3 +146,85 @@ class LateOfferTests(MediaCase):
         [b_ack] = self.sends(out, GW1)
         self.assertEqual(parse_sdp(b_ack.body).media[0].port, 20002)
         self.assertNotIn(b"127.0.0.2", b_ack.body)
+
+
+SRTP_OFFER = OFFER.replace(b"RTP/AVP", b"RTP/SAVP").replace(
+    b"a=sendrecv\r\n",
+    b"a=sendrecv\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 "
+    b"inline:WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz\r\n")
+
+
+class Transform:
+    """Records the keys it was built with; identity on packets."""
+
+    def __init__(self, agreement):
+        self.agreement = agreement
+        self.protect = self.unprotect = self.protect_rtcp = self.unprotect_rtcp = lambda d: d
+
+
+class SRTPTests(MediaCase):
+    def setUp(self):
+        super().setUp()
+        self.transforms = []
+
+        def srtp(agreement):
+            self.transforms.append(Transform(agreement))
+            return self.transforms[-1]
+        counter = iter(range(1, 10**6))
+        self.stack.calls.media = lambda call: CallMedia(
+            self.relay, "192.0.2.1", call.id, 1000, srtp=srtp,
+            random_bytes=lambda n: bytes([next(counter) % 256]) * n)
+
+    def policy(self, peer, srtp, sdes_over_udp=True):
+        for name, value in (("srtp", srtp), ("sdes_over_udp", sdes_over_udp)):
+            setattr(peer, name, value)
+            self.addCleanup(delattr, peer, name)
+
+    def test_rtp_to_srtp_required_carrier(self):
+        """A plain PBX call to an SRTP-required carrier: SRTP offered with our key, RTP back to the PBX."""
+        self.policy(CARRIER, "required")
+        _, [b] = self.start_with(OFFER)
+        media = parse_sdp(b.body).media[0]
+        self.assertEqual(media.proto, "RTP/SAVP")
+        [first] = media.crypto[:1]
+        self.assertEqual(first.suite, "AES_CM_128_HMAC_SHA1_80")
+        answer = ANSWER.replace(b"RTP/AVP", b"RTP/SAVP").replace(
+            b"a=sendrecv\r\n", b"a=sendrecv\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 "
+            b"inline:QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVphYmNk\r\n")
+        out = self.feed(self.answer(b, 200, body=answer), GW1)
+        [ok] = self.sends(out, PBX)
+        self.assertEqual(parse_sdp(ok.body).media[0].proto, "RTP/AVP")
+        self.assertNotIn(b"crypto", ok.body)
+        [t] = self.transforms
+        self.assertIsNotNone(self.relay.sessions[0].end("b").transform_in)
+        self.assertNotEqual(t.agreement.inbound_key, t.agreement.outbound_key)
+
+    def test_keys_need_tls(self):
+        """SDES keys never go over plain signalling to a required peer: 488 with the reason."""
+        self.policy(CARRIER, "required", sdes_over_udp=False)
+        out, sent = self.start_with(OFFER)
+        self.assertEqual(sent, [])
+        self.assertEqual(self.sends(out, PBX)[-1].reason,
+                         "SRTP required but SDES keys need TLS signalling")
+
+    def test_plain_offer_from_required_peer(self):
+        """An RTP/AVP offer from a peer whose SRTP is required is refused with 488."""
+        self.policy(PBX_PEER, "required")
+        out, sent = self.start_with(OFFER)
+        self.assertEqual((sent, self.sends(out, PBX)[-1].status), ([], 488))
+
+    def test_srtp_caller_to_plain_carrier(self):
+        """An SRTP PBX call to a plain carrier: RTP offered to it, SRTP answered with a new key of ours."""
+        self.policy(CARRIER, "off")
+        _, [b] = self.start_with(SRTP_OFFER)
+        self.assertEqual(parse_sdp(b.body).media[0].proto, "RTP/AVP")
+        self.assertNotIn(b"crypto", b.body)
+        out = self.feed(self.answer(b, 200, body=ANSWER), GW1)
+        [ok] = self.sends(out, PBX)
+        media = parse_sdp(ok.body).media[0]
+        self.assertEqual(media.proto, "RTP/SAVP")
+        [crypto] = media.crypto
+        self.assertEqual((crypto.tag, crypto.suite), (1, "AES_CM_128_HMAC_SHA1_80"))
+        self.assertNotIn(b"WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz", ok.body)  # never echoed
+        [t] = self.transforms
+        self.assertEqual(t.agreement.remote.tag, 1)
