@@ -44,7 +44,7 @@ class CallMedia:
     keys. Without them every leg is plain RTP."""
 
     __slots__ = ("relay", "address", "call_id", "session", "origins", "stream", "srtp",
-                 "random_bytes", "offered", "owed")
+                 "random_bytes", "offered", "owed", "dtmf")
 
     def __init__(self, relay, address, call_id, sess_id, srtp=None, random_bytes=None):
         self.relay = relay
@@ -57,6 +57,7 @@ class CallMedia:
         self.random_bytes = random_bytes
         self.offered = {}             # role -> our a=crypto offer to that leg's party
         self.owed = {}                # role -> Agreement we must answer that leg with
+        self.dtmf = {}                # role -> telephone-event payload type in its last offer
 
     def offer(self, role, body, to_peer, from_peer=None, secure_to=False):
         """An offer from leg `role`: the SDP for the other leg, or a MediaReject.
@@ -103,6 +104,7 @@ class CallMedia:
             self.session.update(role, (host, media.port) if media.port else None,
                                 rtcp=rtcp_addr, mux=media.rtcp_mux)
         if media is not None:
+            self._map_dtmf(role, media, offer)
             secured = self._secure(role, media, offer, from_peer, to_peer, secure_to)
             if isinstance(secured, MediaReject):
                 return secured
@@ -117,6 +119,20 @@ class CallMedia:
         except LocalProtocolError as e:
             return MediaReject(500, f"SDP rewrite failed: {e.reason}")
         return bytes(out)
+
+    # -- DTMF (RFC 4733) ---------------------------------------------------------
+    def _map_dtmf(self, role, media, offer):
+        """The offer's telephone-event number crosses unchanged; when the answer
+        numbers it differently, packets are renumbered for each party."""
+        pt = rewrite.telephone_event_pt(media)
+        if offer:
+            self.dtmf[role] = pt
+            return
+        offered = self.dtmf.get(_other(role))
+        if pt is None or offered is None or pt == offered:
+            return
+        self.session.end(role).pt_map = {offered: pt}
+        self.session.end(_other(role)).pt_map = {pt: offered}
 
     # -- SRTP --------------------------------------------------------------------
     def _secure(self, role, media, offer, from_peer, to_peer, secure_to):

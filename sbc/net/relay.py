@@ -174,7 +174,7 @@ class End:
                  "transform_in", "transform_out", "transform_in_rtcp", "transform_out_rtcp",
                  "last", "rtcp_in", "rtcp_bytes_in", "packets_out", "bytes_out", "malformed",
                  "transform_drops", "unsent", "send_errors", "_rtp_sock", "_rtcp_sock",
-                 "_rtp_sendto", "_rtcp_sendto")
+                 "_rtp_sendto", "_rtcp_sendto", "pt_map")
 
     def __init__(self, session, name, port, signalled, window, mux):
         self.session = session
@@ -189,6 +189,7 @@ class End:
         self.transform_out = identity
         self.transform_in_rtcp = identity
         self.transform_out_rtcp = identity
+        self.pt_map = None          # {payload type: this party's number}, e.g. telephone-event
         self.last = None            # arrival of the last accepted packet
         self.rtcp_in = self.rtcp_bytes_in = 0
         self.packets_out = self.bytes_out = 0
@@ -223,6 +224,10 @@ class End:
         if target is None:
             self.unsent += 1
             return
+        if other.pt_map is not None:  # the two parties number a payload differently
+            pt = other.pt_map.get(data[1] & 0x7F)
+            if pt is not None:
+                data = b"%c%c" % (data[0], (data[1] & 0x80) | pt) + data[2:]
         if other.transform_out is not identity:
             data = other.transform_out(data)
             if data is None:

@@ -230,6 +230,19 @@ class ForwardingTests(RelayCase):
         self.assertEqual(session.a.stats.packets, 1)
 
     @defer.inlineCallbacks
+    def test_payload_type_renumbered(self):
+        """telephone-event as 101 from the caller leaves as 96 towards a callee that numbers it so; marker kept."""
+        session = self.open()
+        session.b.pt_map = {101: 96}
+        event = rtp(1, b"\x05\x0a\x00\xa0", pt=101)
+        marked = event[:1] + bytes([event[1] | 0x80]) + event[2:]
+        self.caller.send(marked, session.ports[0])
+        self.caller.send(rtp(2, b"voice"), session.ports[0])
+        got = yield self.callee.got(2)
+        self.assertEqual([d for d, _ in got],
+                         [marked[:1] + bytes([0x80 | 96]) + marked[2:], rtp(2, b"voice")])
+
+    @defer.inlineCallbacks
     def test_bug_in_the_packet_path_is_contained(self):
         """A bug while handling a packet drops that packet only: counted, logged, relay alive."""
         session = self.open()

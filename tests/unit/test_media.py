@@ -13,6 +13,7 @@ class End:
         self.port = port
         self.remote = None
         self.transform_in = self.transform_out = None
+        self.pt_map = None
 
 
 class Session:
@@ -228,3 +229,20 @@ class SRTPTests(MediaCase):
         self.assertNotIn(b"WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz", ok.body)  # never echoed
         [t] = self.transforms
         self.assertEqual(t.agreement.remote.tag, 1)
+
+
+class DTMFTests(MediaCase):
+    def test_telephone_event_renumbered(self):
+        """The PBX offers telephone-event as 101, the carrier answers 96: each relay end renumbers for its party."""
+        _, [b] = self.start_with(OFFER)
+        self.assertIn("101", parse_sdp(b.body).media[0].formats)  # offered unchanged
+        answer = ANSWER.replace(b"101", b"96")
+        self.feed(self.answer(b, 200, body=answer), GW1)
+        session = self.relay.sessions[0]
+        self.assertEqual((session.end("b").pt_map, session.end("a").pt_map), ({101: 96}, {96: 101}))
+
+    def test_same_number_no_mapping(self):
+        """When both sides agree on the number nothing is renumbered."""
+        _, [b] = self.start_with(OFFER)
+        self.feed(self.answer(b, 200, body=ANSWER), GW1)
+        self.assertIsNone(getattr(self.relay.sessions[0].end("b"), "pt_map", None))
