@@ -170,6 +170,7 @@ class Peer:
     codecs: tuple[str, ...] = ()  # () = any
     headers: tuple[str, ...] = ()
     srtp: str = "optional"       # required | optional | off
+    tls: str = "optional"        # required: signalling with this peer only over TLS
     sdes_over_udp: bool = False  # SDES keys may go over unencrypted signalling
 
 
@@ -287,7 +288,8 @@ SCHEMA = {
     "b2bua": ("failover_codes", "failover_after_early_media", "max_call_duration",
               "session_expires", "min_se", "header_allow"),
     "peer": ("name", "kind", "sources", "table", "gateways", "auth", "register",
-             "probe", "numbers", "rewrite", "codecs", "headers", "srtp", "sdes_over_udp"),
+             "probe", "numbers", "rewrite", "codecs", "headers", "srtp", "sdes_over_udp",
+             "tls"),
     "peer.gateways": ("uri", "priority", "weight"),
     "peer.auth": ("username", "password", "realm"),
     "peer.register": ("enabled", "username", "domain", "expires", "retry_min",
@@ -938,7 +940,19 @@ class _Reader:
             rewrite=self.rewrite(entry, path), codecs=tuple(codecs),
             headers=self.header_names(entry, path, "headers"),
             srtp=self.choice(entry, path, "srtp", "optional", ("required", "optional", "off")),
-            sdes_over_udp=self.boolean(entry, path, "sdes_over_udp", False))
+            sdes_over_udp=self.boolean(entry, path, "sdes_over_udp", False),
+            tls=self.tls_policy(entry, path, gateways))
+
+    def tls_policy(self, entry, path, gateways):
+        """`tls = "required"`: every gateway must be reached over TLS."""
+        policy = self.choice(entry, path, "tls", "optional", ("required", "optional"))
+        if policy == "required":
+            for i, gateway in enumerate(gateways):
+                uri = parse_uri(gateway.uri)
+                if uri.scheme != "sips" and (uri.transport or "udp") != "tls":
+                    self.fail(path + ("gateways", i, "uri"),
+                              'must be sips: or ;transport=tls when tls = "required"')
+        return policy
 
     def sources(self, entry, path):
         out = []

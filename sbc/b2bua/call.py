@@ -297,6 +297,8 @@ class Calls:
             if not getattr(self.router, "peers", None):
                 return None  # no trunking configured: the stack answers as a plain UAS
             return self.stack.respond(event.txn, self._reply(req, 403, "Forbidden"), now)
+        if getattr(source, "tls", "optional") == "required" and event.source.transport != "tls":
+            return self.stack.respond(event.txn, self._reply(req, 403, "TLS Required"), now)
         try:
             callee_in = _number_of(req.request_uri)
             caller_in = _number_of(req.from_.uri)

@@ -443,3 +443,14 @@ class PublicAddressTests(Case):
         for header in ("Via", "Contact", "From"):
             self.assertIn("203.0.113.10:5060", b.get(header), header)
         self.assertNotIn("127.0.0.1", bytes(b).decode())
+
+
+class TLSPolicyTests(Case):
+    def test_plain_signalling_refused(self):
+        """A peer whose TLS is required may not call over UDP: 403 TLS Required."""
+        PBX_PEER.tls = "required"
+        self.addCleanup(delattr, PBX_PEER, "tls")
+        out = self.feed(INVITE.encode(), PBX)
+        self.assertEqual([(m.status, m.reason) for m in self.sends(out, PBX)],
+                         [(100, "Trying"), (403, "TLS Required")])
+        self.assertEqual(self.sends(out, GW1), [])

@@ -964,3 +964,17 @@ class RangeProperties(unittest.TestCase):
             self.assertRegex(e.why, "ranges must be disjoint or nested")
         else:
             self.assertTrue(ok, spans)
+
+
+class TLSPolicyTests(unittest.TestCase):
+    def test_required_needs_tls_gateways(self):
+        """tls = "required" with a UDP gateway is refused at its line."""
+        text = ('[[listen]]\ntransport = "udp"\naddress = "127.0.0.1"\n'
+                '[[peer]]\nname = "carrier"\nkind = "trunk"\ntls = "required"\n'
+                'gateways = [{ uri = "sip:192.0.2.1:5060" }]\n')
+        with self.assertRaises(ConfigError) as cm:
+            loads(text, "sbc.toml")
+        self.assertIn('gateways[0].uri: must be sips: or ;transport=tls when tls = "required"',
+                      str(cm.exception))
+        ok = text.replace("sip:192.0.2.1:5060", "sip:192.0.2.1:5061;transport=tls")
+        self.assertEqual(loads(ok, "sbc.toml").peers[0].tls, "required")
