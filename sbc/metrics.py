@@ -336,6 +336,19 @@ class CallMetrics:
             "sbc_call_duration_seconds",
             "Answer to hang-up of answered calls, by trunk.",
             ["trunk"], buckets=DURATION_BUCKETS, registry=r)
+        self.media_received = Counter(
+            "sbc_media_trunk_packets_received_total",
+            "RTP packets received from both parties of finished calls, by trunk.",
+            ["trunk"], registry=r)
+        self.media_lost = Counter(
+            "sbc_media_trunk_packets_lost_total",
+            "RTP packets lost before reaching the SBC on finished calls, by trunk "
+            "(loss ratio: this over received plus lost).",
+            ["trunk"], registry=r)
+        self.jitter = Histogram(
+            "sbc_media_jitter_seconds",
+            "Worst interarrival jitter (RFC 3550) of each finished call's media, by trunk.",
+            ["trunk"], buckets=(0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2), registry=r)
         self.reloads = Counter(
             "sbc_config_reloads_total",
             "Config reloads, by result (ok, failed).",
@@ -357,6 +370,12 @@ class CallMetrics:
 
     def response(self, peer, status):
         self.responses.labels(peer, status_label(status)).inc()
+
+    def media_quality(self, trunk, received, lost, jitter):
+        self.media_received.labels(trunk).inc(received)
+        self.media_lost.labels(trunk).inc(lost)
+        if received:
+            self.jitter.labels(trunk).observe(jitter)
 
     def ended(self, trunk, direction, answered, pdd, duration):
         self.calls.labels(trunk, direction, "yes" if answered else "no").inc()

@@ -44,7 +44,7 @@ class CallMedia:
     keys. Without them every leg is plain RTP."""
 
     __slots__ = ("relay", "address", "call_id", "session", "origins", "stream", "srtp",
-                 "random_bytes", "offered", "owed", "dtmf")
+                 "random_bytes", "offered", "owed", "dtmf", "quality")
 
     def __init__(self, relay, address, call_id, sess_id, srtp=None, random_bytes=None):
         self.relay = relay
@@ -58,6 +58,7 @@ class CallMedia:
         self.offered = {}             # role -> our a=crypto offer to that leg's party
         self.owed = {}                # role -> Agreement we must answer that leg with
         self.dtmf = {}                # role -> telephone-event payload type in its last offer
+        self.quality = None           # (received, lost, worst jitter s) once closed
 
     def offer(self, role, body, to_peer, from_peer=None, secure_to=False):
         """An offer from leg `role`: the SDP for the other leg, or a MediaReject.
@@ -69,7 +70,12 @@ class CallMedia:
         return self._carry(role, body, to_peer, False, from_peer, secure_to)
 
     def close(self):
+        """Release the relay ports, keeping what the call's media looked like."""
         if self.session is not None:
+            stats = [getattr(self.session.end(role), "stats", None) for role in ("a", "b")]
+            stats = [s for s in stats if s is not None]
+            self.quality = (sum(s.received for s in stats), sum(s.lost for s in stats),
+                            max((s.jitter_seconds for s in stats), default=0.0))
             self.session.close()
             self.session = None
 

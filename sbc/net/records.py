@@ -59,6 +59,9 @@ class Recorder:
     def _ended(self, call):
         cdr = cdr_of(call)
         self.metrics.ended(cdr.trunk, cdr.direction, cdr.answered, cdr.pdd, cdr.duration)
+        quality = call.media.quality if call.media is not None else None
+        if quality is not None:
+            self.metrics.media_quality(cdr.trunk, *quality)
         self.log.debug("call {id} {direction} {src}->{dst} {callee} {code} {reason} "
                       "{duration:.1f}s", id=cdr.id, direction=cdr.direction, src=cdr.source_peer,
                       dst=cdr.target_peer, callee=cdr.callee_out or cdr.callee_in,

@@ -354,6 +354,11 @@ class RelayTests(MediaTestCase):
         self.assertEqual(_grew(before, after, "sbc_media_bytes_total"),
                          2 * PACKETS * (12 + PAYLOAD))
         self.assertEqual(_grew(before, after, "sbc_media_dropped_total"), 0)
+        # The call's media quality, counted for its trunk once it ended.
+        self.assertEqual(_grew(before, after, "sbc_media_trunk_packets_received_total"),
+                         2 * PACKETS)
+        self.assertEqual(_grew(before, after, "sbc_media_trunk_packets_lost_total"), 0)
+        self.assertEqual(_grew(before, after, "sbc_media_jitter_seconds_count"), 1)
 
 
 class InactivityTests(MediaTestCase):
