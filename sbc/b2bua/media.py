@@ -109,7 +109,6 @@ class CallMedia:
             rtcp_addr = (rtcp.address or host, rtcp.port) if rtcp is not None else None
             self.session.update(role, (host, media.port) if media.port else None,
                                 rtcp=rtcp_addr, mux=media.rtcp_mux)
-        if media is not None:
             self._map_dtmf(role, media, offer)
             secured = self._secure(role, media, offer, from_peer, to_peer, secure_to)
             if isinstance(secured, MediaReject):
