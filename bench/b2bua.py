@@ -35,6 +35,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from machine import cpu_model  # bench/ is on sys.path: scripts run from it
+
 BENCH = Path(__file__).resolve().parent
 ROOT = BENCH.parent
 SCENARIOS = BENCH / "scenarios"
@@ -521,16 +523,6 @@ def describe(name, step):
 
 
 # -- report ----------------------------------------------------------------------------
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def sipp_version():

@@ -17,6 +17,8 @@ import platform
 import sys
 import time
 
+from machine import cpu_model  # bench/ is on sys.path: scripts run from it
+
 CRLF = "\r\n"
 
 SDP_OFFER = CRLF.join([
@@ -325,16 +327,6 @@ def check(impls):
                 problems.append(f"{name}: serialized 200 OK lost its body")
     return problems
 
-
-def cpu_model():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def profile():
