@@ -197,7 +197,7 @@ def set_profile(media, secure, crypto_lines=()):
 
     Every a=crypto the peer sent goes (keys never pass through), and so do DTLS
     attributes (DTLS-SRTP is not offered). With `secure`, `crypto_lines` (values
-    or whole `a=crypto:` lines, or session.Crypto objects, from the SRTP layer)
+    or whole `a=crypto:` lines, or sbc.rtp.sdes.Crypto objects, from the SRTP layer)
     go where the first old a=crypto was, or at the end.
     """
     feedback = PROFILES.get(media.proto)

@@ -8,13 +8,12 @@ spelled it. Attribute values are kept as text; helpers on Media read the ones
 an SBC cares about (rtpmap, fmtp, direction, ptime, rtcp, rtcp-mux, crypto).
 """
 
-import base64
-import binascii
 import copy
 import math
 from dataclasses import dataclass, field
 
 from ..errors import LocalProtocolError, ParseError
+from ..rtp import sdes
 
 DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
 
@@ -41,11 +40,6 @@ def _error(line, why):
     e = ParseError(f"{where}: {why}", status=400, kind="sdp")
     e.line = line
     return e
-
-
-def _crypto_error(why):
-    """A peer's unusable a=crypto: 488, since the offer cannot be accepted as it is."""
-    return ParseError(f"bad a=crypto: {why}", status=488, kind="sdp")
 
 
 def _digits(text):
@@ -154,80 +148,6 @@ class RTCP:
         if self.address is None:
             return str(self.port)
         return f"{self.port} {self.nettype} {self.addrtype} {self.address}"
-
-
-@dataclass(frozen=True, slots=True)
-class KeyParam:
-    """One key of an a=crypto line (RFC 4568 §9.2): inline:<key||salt>[|lifetime][|MKI:length]."""
-
-    method: str = "inline"
-    key: str = ""
-    lifetime: str | None = None
-    mki: tuple | None = None  # (value, length in bytes)
-
-    @classmethod
-    def parse(cls, text):
-        """Parse one key parameter; ParseError("bad a=crypto: ...") if malformed."""
-        method, colon, info = text.partition(":")
-        if not colon or not method or not info:
-            raise _crypto_error(f"bad key parameter {text!r}")
-        if method != "inline":
-            return cls(method, info)
-        key, *more = info.split("|")
-        if not key or len(more) > 2:
-            raise _crypto_error(f"bad key parameter {text!r}")
-        lifetime = mki = None
-        for i, part in enumerate(more):
-            if ":" in part:
-                value, _, length = part.partition(":")
-                if (i != len(more) - 1 or not _digits(value) or not _digits(length)
-                        or len(value) > 400 or len(length) > 3):
-                    raise _crypto_error(f"bad MKI {part!r}")
-                mki = (int(value), int(length))
-            elif i == 0 and (_digits(part) or (part.startswith("2^") and _digits(part[2:]))):
-                lifetime = part
-            else:
-                raise _crypto_error(f"bad lifetime {part!r}")
-        return cls(method, key, lifetime, mki)
-
-    @property
-    def material(self):
-        """The decoded master key and salt (base64, padding optional)."""
-        try:
-            return base64.b64decode(self.key + "=" * (-len(self.key) % 4), validate=True)
-        except (binascii.Error, ValueError):
-            raise _crypto_error(f"key is not base64: {self.key!r}") from None
-
-    def __str__(self):
-        text = f"{self.method}:{self.key}"
-        if self.lifetime is not None:
-            text += f"|{self.lifetime}"
-        if self.mki is not None:
-            text += f"|{self.mki[0]}:{self.mki[1]}"
-        return text
-
-
-@dataclass(frozen=True, slots=True)
-class Crypto:
-    """An a=crypto value (RFC 4568 §9.1): tag, suite, key params, session params."""
-
-    tag: int
-    suite: str
-    keys: tuple = ()
-    session_params: tuple = ()
-
-    @classmethod
-    def parse(cls, value):
-        """Parse the text after `a=crypto:`; ParseError("bad a=crypto: ...") if malformed."""
-        parts = value.split()
-        if len(parts) < 3 or not _digits(parts[0]) or len(parts[0]) > 9:
-            raise _crypto_error(value)
-        keys = tuple(KeyParam.parse(k) for k in parts[2].split(";"))
-        return cls(int(parts[0]), parts[1], keys, tuple(parts[3:]))
-
-    def __str__(self):
-        text = f"{self.tag} {self.suite} " + ";".join(str(k) for k in self.keys)
-        return " ".join((text, *self.session_params))
 
 
 class _Attributes:
@@ -370,11 +290,12 @@ class Media(_Attributes):
 
     @property
     def crypto(self):
-        """Every well-formed a=crypto line, in offer order; malformed ones skipped."""
+        """Every well-formed a=crypto line (sbc.rtp.sdes.Crypto), in offer order;
+        malformed ones skipped."""
         out = []
         for value in self.values("crypto"):
             try:
-                out.append(Crypto.parse(value or ""))
+                out.append(sdes.parse(value or ""))
             except ParseError:
                 continue
         return out
