@@ -2,6 +2,9 @@
 
     answer_challenge(value, method, uri, username, password, cnonce, nc, body)
         -> the Authorization / Proxy-Authorization value for one challenge
+    digest_response(algorithm, username, realm, password, method, uri, nonce,
+                    cnonce, nc_text, qop, body)
+        -> the request-digest itself (shared with the server side, sip.auth)
     choose_challenge(values)   the challenge to answer among several
     apply_credentials(request, response, creds, cnonce, nc)
         -> the request to send again after a 401/407, or None
@@ -39,6 +42,23 @@ CHALLENGE_HEADER = {401: "WWW-Authenticate", 407: "Proxy-Authenticate"}
 def _hash(name, text):
     data = text.encode("utf-8") if isinstance(text, str) else text
     return hashlib.new(ALGORITHMS[name], data).hexdigest()
+
+
+def digest_response(algorithm, username, realm, password, method, uri, nonce,
+                    cnonce="", nc_text="", qop="", body=b""):
+    """The request-digest (RFC 7616 §3.4.1), hex, for both sides: a client
+    answering a challenge and a server checking an answer. `algorithm` is a
+    canonical upper-case key of ALGORITHMS; `qop` "" is the RFC 2069 form."""
+    ha1 = _hash(algorithm, f"{username}:{realm}:{password}")
+    if algorithm.endswith("-SESS"):
+        ha1 = _hash(algorithm, f"{ha1}:{nonce}:{cnonce}")
+    a2 = f"{method}:{uri}"
+    if qop == "auth-int":
+        a2 = f"{a2}:{_hash(algorithm, body)}"
+    ha2 = _hash(algorithm, a2)
+    if qop:
+        return _hash(algorithm, f"{ha1}:{nonce}:{nc_text}:{cnonce}:{qop}:{ha2}")
+    return _hash(algorithm, f"{ha1}:{nonce}:{ha2}")  # RFC 2069: no cnonce, no nc
 
 
 def parse_challenge(value):
@@ -97,18 +117,8 @@ def answer_challenge(challenge_value, method, uri, username, password, cnonce, n
         raise RemoteProtocolError(f"Unsupported qop {params['qop']}")
     realm, nonce = params["realm"], params["nonce"]
     nc_text = f"{nc:08x}"
-
-    ha1 = _hash(algorithm, f"{username}:{realm}:{password}")
-    if algorithm.endswith("-SESS"):
-        ha1 = _hash(algorithm, f"{ha1}:{nonce}:{cnonce}")
-    a2 = f"{method}:{uri}"
-    if qop == "auth-int":
-        a2 = f"{a2}:{_hash(algorithm, body)}"
-    ha2 = _hash(algorithm, a2)
-    if qop:
-        response = _hash(algorithm, f"{ha1}:{nonce}:{nc_text}:{cnonce}:{qop}:{ha2}")
-    else:  # RFC 2069 compatibility: no cnonce, no nc
-        response = _hash(algorithm, f"{ha1}:{nonce}:{ha2}")
+    response = digest_response(algorithm, username, realm, password, method, uri, nonce,
+                               cnonce, nc_text, qop, body)
 
     userhash = params.get("userhash", "").lower() == "true"
     if userhash:
