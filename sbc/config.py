@@ -220,6 +220,9 @@ class Media:
     port_max: int = 30000
     inactivity_timeout: float = 60
     latch_window: float = 2.0
+    backend: str = "builtin"      # "builtin" relay, or "rtpengine" over its ng protocol
+    rtpengine: str = "127.0.0.1:22222"  # rtpengine's ng control address (backend = "rtpengine")
+    rtpengine_timeout: float = 1.0      # seconds per ng attempt (two retransmissions)
 
 
 @dataclass(frozen=True, slots=True)
@@ -272,7 +275,8 @@ def table_named(config, name):
 SCHEMA = {
     "": ("include", "sbc", "listen", "tls", "metrics", "sip", "tcp", "b2bua", "dns",
          "media", "peer", "table"),
-    "media": ("enabled", "address", "public_address", "port_min", "port_max",
+    "media": ("enabled", "backend", "rtpengine", "rtpengine_timeout", "address",
+              "public_address", "port_min", "port_max",
               "inactivity_timeout", "latch_window"),
     "dns": ("servers",),
     "sbc": ("state_dir", "log_level", "server_header"),
@@ -812,8 +816,18 @@ class _Reader:
                 public = str(ipaddress.ip_address(public))
             except ValueError:
                 self.fail(path + ("public_address",), f"must be an IP address, got {_show(public)}")
+        backend = self.string(t, path, "backend", d.backend)
+        if backend not in ("builtin", "rtpengine"):
+            self.fail(path + ("backend",), f"must be \"builtin\" or \"rtpengine\", got {_show(backend)}")
+        ng = self.string(t, path, "rtpengine", d.rtpengine)
+        try:
+            parse_server(ng, 22222, "rtpengine address")
+        except ValueError as e:
+            self.fail(path + ("rtpengine",), str(e))
         return Media(
             enabled=self.boolean(t, path, "enabled", d.enabled),
+            backend=backend, rtpengine=ng,
+            rtpengine_timeout=self.positive(t, path, "rtpengine_timeout", d.rtpengine_timeout),
             address=self.ip(t, path, "address", d.address), public_address=public,
             port_min=port_min, port_max=port_max,
             inactivity_timeout=self.positive(t, path, "inactivity_timeout", d.inactivity_timeout),

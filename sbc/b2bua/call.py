@@ -22,7 +22,7 @@ from ..errors import LocalProtocolError, ParseError
 from ..sip import headers as h
 from ..sip.effects import Peer, Send
 from ..sip.digest import apply_credentials
-from .media import MediaReject
+from .media import Command, MediaReject
 from ..sip.message import Request, make_response
 from ..routing.numbers import map_user, quote_user, uri_number
 from ..sip.uri import parse_uri
@@ -99,6 +99,27 @@ class AttemptFailed:
     call: "Call"
     target: object
     status: int
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRequest:
+    """Send `params` to the media backend; its reply goes to
+    `Calls.media_done(call, reply, now)` (no reply wanted when `call` is None)."""
+
+    call: object
+    params: dict
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class _Step:
+    """One offer or answer waiting for the media backend, and what follows it."""
+
+    op: str            # "offer" or "answer"
+    role: str          # the leg the SDP came from
+    body: bytes
+    peers: tuple       # (to_peer, from_peer)
+    secure: bool       # the receiving leg's signalling is TLS
+    then: object       # then(sdp_or_MediaReject, now) -> effects
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +206,7 @@ class Call:
     __slots__ = ("id", "a", "b", "source", "decision", "targets", "state", "start", "ringing",
                  "answer", "end", "final_code", "hangup_by", "reason", "attempts", "caller_in",
                  "callee_in", "caller_out", "callee_out", "cancelled", "timers", "b_legs",
-                 "reinvite", "dests", "tried", "media")
+                 "reinvite", "dests", "tried", "media", "step", "steps")
 
     def __init__(self, call_id, source, decision, now):
         self.id = call_id
@@ -198,6 +219,8 @@ class Call:
         self.dests = []         # (target, Peer) from DNS, tried before the next target
         self.tried = None       # the last target taken up (even if DNS found no address)
         self.media = None       # CallMedia when media is anchored
+        self.step = None        # the _Step the media backend is working on
+        self.steps = []         # _Steps queued behind it, run in order
         self.state = "calling"  # calling, early, answered, confirmed, ending, ended
         self.start = now
         self.ringing = None
@@ -359,8 +382,10 @@ class Calls:
 
     def resolved(self, call, target, addresses, now):
         """DNS answered for `target` (list of (transport, ip, port), maybe empty)."""
-        if call.state not in ("calling", "early") or call.cancelled:
+        if call.state not in ("calling", "early"):
             return []
+        if call.cancelled:
+            return self._finish(call, "caller", "cancel", now)
         call.dests = [(target, Peer(t, ip, port)) for t, ip, port in addresses]
         return self._next_target(call, now)
 
@@ -385,12 +410,6 @@ class Calls:
         req = b.request("INVITE")
         req.headers.append(("contact", "Contact", f"<sip:sbc@{me};transport={dest.transport}>"))
         self._copy(a.invite, req, call.source, target.peer)
-        if call.media is not None and a.invite.body:
-            body = call.media.offer("a", a.invite.body, target.peer, call.source,
-                                    dest.transport == "tls")
-            if isinstance(body, MediaReject):
-                return self._give_up(call, body.status, "rejected", now, phrase=body.reason)
-            req.body = body
         try:
             mf = a.invite.max_forwards
         except ParseError:
@@ -403,14 +422,57 @@ class Calls:
             req.headers.append(("min-se", "Min-SE", str(self.settings.min_se)))
             if not _has_tag(req, "supported", "timer"):
                 req.headers.append(("supported", "Supported", "timer"))
+        if call.media is None or not a.invite.body:
+            return self._send_invite(call, b, req, now)
+
+        def then(body, now):
+            if call.cancelled:
+                return self._finish(call, "caller", "cancel", now)
+            if isinstance(body, MediaReject):
+                return self._give_up(call, body.status, "rejected", now, phrase=body.reason)
+            req.body = body
+            return self._send_invite(call, b, req, now)
+        return self._media_step(call, _Step("offer", "a", a.invite.body, (target.peer, call.source),
+                                            dest.transport == "tls", then), now)
+
+    def _send_invite(self, call, b, req, now):
         b.invite = req
         call.b = b
         call.b_legs.append(b)
         call.attempts += 1
         self.dialogs[(b.call_id, b.local_tag)] = b
-        txn, out = self.stack.request(req, dest, now, b)
+        txn, out = self.stack.request(req, b.dest, now, b)
         b.invite_txn = txn
-        return [Attempt(call, target)] + out
+        return [Attempt(call, b.target)] + out
+
+    # -- media through the backend -------------------------------------------------
+    def _media_step(self, call, step, now):
+        """Carry an offer or answer through the call's media, then `step.then`.
+        The built-in relay answers at once; a backend such as rtpengine answers
+        later (a Command): the step waits, and steps behind it keep their order."""
+        if call.step is not None:
+            call.steps.append(step)
+            return []
+        return self._run_step(call, step, now)
+
+    def _run_step(self, call, step, now):
+        to_peer, from_peer = step.peers
+        result = getattr(call.media, step.op)(step.role, step.body, to_peer, from_peer,
+                                              step.secure)
+        if type(result) is Command:
+            call.step = step
+            return [MediaRequest(call, result.params)]
+        return step.then(result, now)
+
+    def media_done(self, call, reply, now):
+        """The media backend answered (`reply` a dict, or None when it did not)."""
+        step, call.step = call.step, None
+        if step is None or call.state == "ended":
+            return []
+        out = step.then(call.media.result(reply), now)
+        while call.step is None and call.steps and call.state != "ended":
+            out += self._run_step(call, call.steps.pop(0), now)
+        return out
 
     def _copy(self, src, dst, from_peer, to_peer):
         """Body and allowed headers from one leg's message to the other's,
@@ -475,9 +537,16 @@ class Calls:
                 and method in ("INVITE", "UPDATE") and 200 <= resp.status < 300):
             peers = (call.source, call.target_peer) if leg.role == "b" else (call.target_peer,
                                                                               call.source)
-            body = call.media.answer(leg.role, resp.body, *peers, leg.other.dest.transport == "tls")
-            if not isinstance(body, MediaReject):
-                relay.body = body
+
+            def then(body, now):
+                if not isinstance(body, MediaReject):
+                    relay.body = body
+                return self._relay_final(call, leg, server, method, relay, resp, now)
+            return self._media_step(call, _Step("answer", leg.role, resp.body, peers,
+                                                leg.other.dest.transport == "tls", then), now)
+        return self._relay_final(call, leg, server, method, relay, resp, now)
+
+    def _relay_final(self, call, leg, server, method, relay, resp, now):
         out = self.stack.respond(server, relay, now)
         if resp.status in (408, 481) and method != "BYE":
             # this leg's dialog is gone (RFC 5057): end the other one too
@@ -507,14 +576,19 @@ class Calls:
             if call.state == "calling":
                 call.state = "early"
             relay = self._relay_response(a.invite, resp, b)
-            if resp.body and call.media is not None:
-                body = self._sdp_from_b(call, resp.body)
+            if not resp.body or call.media is None:
+                return self.stack.respond(a.invite_txn, relay, now)
+
+            def then(body, now):
+                if call.cancelled:
+                    return []
                 if isinstance(body, MediaReject):
                     relay.body = b""  # unusable early SDP: ring without it
                     relay.remove("Content-Type")
                 else:
                     relay.body = body
-            return self.stack.respond(a.invite_txn, relay, now)
+                return self.stack.respond(a.invite_txn, relay, now)
+            return self._sdp_from_b(call, resp.body, then, now)
         if status < 300:
             if call.answer is not None:  # a retransmitted 2xx (RFC 6026): ACK it again
                 return [Send(b.ack, b.dest)] if b.ack is not None else []
@@ -531,8 +605,10 @@ class Calls:
                 self._at(call, now + max_duration, "max_duration")
             self._session_b(b, resp, now)
             relay = self._relay_response(a.invite, resp, b)
-            if resp.body and call.media is not None:
-                body = self._sdp_from_b(call, resp.body)
+            if not resp.body or call.media is None:
+                return self._answer_a(call, relay, now)
+
+            def then(body, now):
                 if isinstance(body, MediaReject):
                     out = self._ack_and_bye(b, resp, now)
                     out += self.stack.respond(a.invite_txn, self._reply(a.invite, body.status,
@@ -540,10 +616,8 @@ class Calls:
                     call.final_code = body.status
                     return out + self._finish(call, "sbc", "rejected", now)
                 relay.body = body
-            self._session_a(a, relay, now)
-            out = [CallAnswered(call)]
-            out += self.stack.respond(a.invite_txn, relay, now)
-            return out
+                return self._answer_a(call, relay, now)
+            return self._sdp_from_b(call, resp.body, then, now)
         if status in (401, 407) and not call.cancelled:
             retry = self._authenticate(b, resp, now)
             if retry is not None:
@@ -559,6 +633,10 @@ class Calls:
         relay = self._relay_response(a.invite, resp, b, status_only=True)
         out += self.stack.respond(a.invite_txn, relay, now)
         return out + self._finish(call, "callee", _reason(status), now)
+
+    def _answer_a(self, call, relay, now):
+        self._session_a(call.a, relay, now)
+        return [CallAnswered(call)] + self.stack.respond(call.a.invite_txn, relay, now)
 
     def _authenticate(self, b, resp, now):
         """Answer a carrier's 401/407 with the trunk's credentials, once per
@@ -632,12 +710,11 @@ class Calls:
             leg.pending[txn] = REFRESH
         return out
 
-    def _sdp_from_b(self, call, body):
+    def _sdp_from_b(self, call, body, then, now):
         """SDP in B's 18x/2xx: the answer to A's offer, or (late offer) B's offer."""
-        args = (call.source, call.target_peer, call.a.dest.transport == "tls")
-        if call.a.invite.body:
-            return call.media.answer("b", body, *args)
-        return call.media.offer("b", body, *args)
+        op = "answer" if call.a.invite.body else "offer"
+        return self._media_step(call, _Step(op, "b", body, (call.source, call.target_peer),
+                                            call.a.dest.transport == "tls", then), now)
 
     def media_timeout(self, call_id, now):
         """No RTP in either direction for too long: end the call."""
@@ -715,13 +792,17 @@ class Calls:
         if b is None or b.acked:
             return []
         body = ack.body
-        if body and call.media is not None and not call.a.invite.body:
-            body = call.media.answer("a", body, b.target.peer, call.source,
-                                     b.dest.transport == "tls")
+        content_type = ack.get("content-type")
+        if not body or call.media is None or call.a.invite.body:
+            return self._ack_b(b, body, content_type, now)
+
+        def then(body, now):
             if isinstance(body, MediaReject):
                 out = self._ack_b(b, b"", None, now)
                 return out + self._hangup(call, "sbc", "rejected", now)
-        return self._ack_b(b, body, ack.get("content-type"), now)
+            return self._ack_b(b, body, content_type, now)
+        return self._media_step(call, _Step("answer", "a", body, (b.target.peer, call.source),
+                                            b.dest.transport == "tls", then), now)
 
     def _ack_b(self, b, body, content_type, now):
         ack = Request("ACK", b.remote_target)
@@ -812,18 +893,24 @@ class Calls:
         peers = (call.source, call.target_peer) if leg.role == "a" else (call.target_peer,
                                                                          call.source)
         self._copy(req, relay, *peers)
-        if req.body and call.media is not None and method in ("INVITE", "UPDATE"):
-            body = call.media.offer(leg.role, req.body, peers[1], peers[0],
-                                    other.dest.transport == "tls")
+        if not req.body or call.media is None or method not in ("INVITE", "UPDATE"):
+            return self._forward(other, relay, event.txn, now)
+
+        def then(body, now):
             if isinstance(body, MediaReject):
                 if method == "INVITE":
                     call.reinvite = None
                 return self.stack.respond(event.txn, self._reply(req, body.status, body.reason),
                                           now)
             relay.body = body
+            return self._forward(other, relay, event.txn, now)
+        return self._media_step(call, _Step("offer", leg.role, req.body, (peers[1], peers[0]),
+                                            other.dest.transport == "tls", then), now)
+
+    def _forward(self, other, relay, server, now):
         txn, out = self.stack.request(relay, other.dest, now, other)
         if txn is not None:
-            other.pending[txn] = event.txn
+            other.pending[txn] = server
         return out
 
     def _prack(self, req, relay, other):
@@ -911,13 +998,16 @@ class Calls:
         call.hangup_by = call.hangup_by or by
         call.reason = call.reason or reason
         call.timers.clear()
+        out = [CallEnded(call)]
         if call.media is not None:
-            call.media.close()
+            command = call.media.close()
+            if command is not None:
+                out.append(MediaRequest(None, command.params))
         for leg in [call.a] + call.b_legs:
             self.dialogs.pop((leg.call_id, leg.local_tag), None)
         self.by_invite.pop(call.a.invite_txn, None)
         self.active.pop(call.id, None)
-        return [CallEnded(call)]
+        return out
 
     def _reply(self, request, status, reason):
         extra = [("Server", self.stack.server_header)] if self.stack.server_header else []

@@ -27,12 +27,54 @@ class MediaReject:
     reason: str
 
 
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A request for an external media backend; its reply completes the step."""
+
+    params: dict
+
+
 def _other(role):
     return "b" if role == "a" else "a"
 
 
 def _policy(peer):
     return getattr(peer, "srtp", "off")
+
+
+def audio(desc, offer, to_peer, stream):
+    """(index, media) of the one relayed audio stream in `desc`, codecs filtered
+    for `to_peer` in an offer and other streams refused; or a MediaReject."""
+    index = next((i for i, m in enumerate(desc.media) if m.type == "audio" and m.port), None)
+    if index is None:
+        if offer:
+            return MediaReject(488, "No audio stream offered")
+        index = stream  # an answer refusing our stream: carry the refusal
+    media = desc.media[index] if index is not None else None
+    if offer and media is not None:
+        allowed = tuple(getattr(to_peer, "codecs", ()) or ())
+        kept = rewrite.filter_codecs(media, allowed)
+        if kept is None:
+            return MediaReject(488, "No common codec")
+        desc.media[index] = media = kept
+    for i, m in enumerate(desc.media):
+        if i != index and m.port:
+            desc.media[i] = rewrite.reject_media(m)
+    return index, media
+
+
+def srtp_towards(media, from_peer, to_peer, secure_to, enabled=True):
+    """Whether the other leg of an offer gets SRTP (per-peer policy), or the
+    MediaReject: SDES keys only travel over TLS unless the peer allows it."""
+    if "SAVP" not in media.proto and _policy(from_peer) == "required":
+        return MediaReject(488, "SRTP required")
+    policy = _policy(to_peer)
+    want = enabled and (policy == "required" or (policy == "optional" and "SAVP" in media.proto))
+    if want and not secure_to and not getattr(to_peer, "sdes_over_udp", False):
+        if policy == "required":
+            return MediaReject(488, "SRTP required but SDES keys need TLS signalling")
+        return False
+    return want
 
 
 class CallMedia:
@@ -70,7 +112,8 @@ class CallMedia:
         return self._carry(role, body, to_peer, False, from_peer, secure_to)
 
     def close(self):
-        """Release the relay ports, keeping what the call's media looked like."""
+        """Release the relay ports, keeping what the call's media looked like.
+        Returns None: the relay needs no message (a backend's close may)."""
         if self.session is not None:
             stats = [getattr(self.session.end(role), "stats", None) for role in ("a", "b")]
             stats = [s for s in stats if s is not None]
@@ -84,19 +127,10 @@ class CallMedia:
             desc = sdp.parse(body)
         except ParseError as e:
             return MediaReject(488, f"Bad SDP: {e.reason}")
-        index = next((i for i, m in enumerate(desc.media)
-                      if m.type == "audio" and m.port), None)
-        if index is None:
-            if offer:
-                return MediaReject(488, "No audio stream offered")
-            index = self.stream  # an answer refusing our stream: carry the refusal
-        media = desc.media[index] if index is not None else None
-        if offer and media is not None:
-            allowed = tuple(getattr(to_peer, "codecs", ()) or ())
-            kept = rewrite.filter_codecs(media, allowed)
-            if kept is None:
-                return MediaReject(488, "No common codec")
-            desc.media[index] = media = kept
+        found = audio(desc, offer, to_peer, self.stream)
+        if isinstance(found, MediaReject):
+            return found
+        index, media = found
         if self.session is None:
             self.session = self.relay.open(self.call_id, None, None)
             if self.session is None:
@@ -114,9 +148,6 @@ class CallMedia:
             if isinstance(secured, MediaReject):
                 return secured
             desc.media[index] = secured
-        for i, m in enumerate(desc.media):
-            if i != index and m.port:
-                desc.media[i] = rewrite.reject_media(m)
         port = self.session.end(_other(role)).port
         ports = [port if i == index and m.port else 0 for i, m in enumerate(desc.media)]
         try:
@@ -152,16 +183,11 @@ class CallMedia:
                 if agreement is None:
                     return MediaReject(488, "No usable a=crypto offered")
                 self.owed[role] = agreement
-            elif _policy(from_peer) == "required":
-                return MediaReject(488, "SRTP required")
             else:
                 self.owed.pop(role, None)
-            want = enabled and (_policy(to_peer) == "required"
-                                or (_policy(to_peer) == "optional" and srtp_in))
-            if want and not secure_to and not getattr(to_peer, "sdes_over_udp", False):
-                if _policy(to_peer) == "required":
-                    return MediaReject(488, "SRTP required but SDES keys need TLS signalling")
-                want = False
+            want = srtp_towards(media, from_peer, to_peer, secure_to, enabled)
+            if isinstance(want, MediaReject):
+                return want
             if want:
                 self.offered[other] = sdes.offer(sdes.DEFAULT_SUITES, self.random_bytes)
                 return rewrite.set_profile(media, True, self.offered[other])

@@ -82,25 +82,27 @@ def numeric(host):
         return None
 
 
-def parse_server(text):
-    """'host[:port]' or '[v6]:port' (port 53 if absent) -> (address, port); ValueError if bad.
+def parse_server(text, default_port=53, what="DNS server"):
+    """'host[:port]' or '[v6]:port' (`default_port` if absent) -> (address, port);
+    ValueError if bad.
 
-    The host must be an address: the resolver cannot resolve its own server's name.
+    The host must be an address: a server we need before resolving anything
+    (the resolver itself, the media backend) cannot be found by name.
     """
-    host, port = text, "53"
+    host, port = text, str(default_port)
     if text.startswith("["):
         end = text.find("]")
         host, rest = text[: end + 1], text[end + 1:]
         if end < 0 or (rest and not rest.startswith(":")):
-            raise ValueError(f"invalid DNS server {text!r}")
+            raise ValueError(f"invalid {what} {text!r}")
         port = rest[1:] if rest else port
     elif text.count(":") == 1:
         host, port = text.split(":")
     address = numeric(host)
     if address is None:
-        raise ValueError(f"DNS server {text!r} is not an IP address")
+        raise ValueError(f"{what} {text!r} is not an IP address")
     if not (port.isascii() and port.isdigit()) or not 0 < int(port) < 65536:
-        raise ValueError(f"invalid port in DNS server {text!r}")
+        raise ValueError(f"invalid port in {what} {text!r}")
     return address, int(port)
 
 
