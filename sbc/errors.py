@@ -56,3 +56,14 @@ class ParseError(RemoteProtocolError):
 
 class WebhookError(SBCError):
     """A webhook app answered with something unusable."""
+
+
+class MediaBackendError(SBCError):
+    """The external media backend (rtpengine) refused a command or did not answer.
+
+    `reason` is rtpengine's error-reason, or what went wrong on the way.
+    """
+
+    def __init__(self, reason):
+        self.reason = reason
+        super().__init__(reason)
