@@ -105,8 +105,8 @@ class Trace:
 
     `applied` is False when the rule is for the other direction; `matched`
     says whether its conditions held and `why` explains either way;
-    `changes` lists each edit (empty when the action found nothing to do,
-    with the reason in `why`).
+    `changes` lists each edit, and when a matched rule found nothing to do,
+    `unchanged` says why.
     """
 
     index: int
@@ -115,6 +115,7 @@ class Trace:
     matched: bool
     why: str
     changes: list
+    unchanged: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -401,12 +402,8 @@ class Rules:
                                     f"for direction {only} only", []))
                 continue
             matched, why = rule.test(msg, ctx)
-            changes = []
-            if matched:
-                changes, nothing = rule.act(msg)
-                if nothing:
-                    why = f"{why}; nothing to change: {nothing}"
-            traces.append(Trace(rule.index, rule, True, matched, why, changes))
+            changes, unchanged = rule.act(msg) if matched else ([], None)
+            traces.append(Trace(rule.index, rule, True, matched, why, changes, unchanged))
         return traces
 
 
@@ -508,6 +505,8 @@ def _show(value):
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, str):
+        if "\\" in value and "'" not in value and not _CONTROL.search(value):
+            return f"'{value}'"  # a literal string: regexes read as written
         return json.dumps(value, ensure_ascii=False)
     if isinstance(value, dict):
         return "a table"

@@ -84,7 +84,7 @@ class CompileErrors(unittest.TestCase):
             '[[rules]]\ndirection = "out"\naction = "rewrite"\nname = "P-Asserted-Identity"\n'
             'pattern = "sip:(\\\\d+)@"\nreplace = "sip:+1\\\\2@"\n',
             "rules[0].replace",
-            'must fit pattern, got "sip:+1\\\\2@": invalid group reference 2 at position 7')
+            "must fit pattern, got 'sip:+1\\2@': invalid group reference 2 at position 7")
 
     def test_unknown_action(self):
         """An unknown action suggests the one that does it."""
@@ -295,7 +295,7 @@ class Conditions(unittest.TestCase):
                  (480, False, "status 480 is not one of 5xx, 486")]
         for status, matched, why in cases:
             (trace,) = r.apply(response(status, "X", 'Warning: 399 x "y"'), IN)
-            self.assertEqual((trace.matched, trace.why.split(";")[0]), (matched, why))
+            self.assertEqual((trace.matched, trace.why), (matched, why))
         (trace,) = r.apply(invite(), IN)
         self.assertEqual(trace.why, "a request, and the rule is for responses (status)")
 
@@ -350,8 +350,8 @@ class Conditions(unittest.TestCase):
         """A rule with only a direction matches everything in that direction."""
         r = rules('[[rules]]\ndirection = "out"\naction = "remove"\nname = "X-A"\n')
         (trace,) = r.apply(invite(), OUT)
-        self.assertEqual((trace.matched, trace.why, trace.changes),
-                         (True, "no conditions; nothing to change: no X-A header to remove", []))
+        self.assertEqual((trace.matched, trace.why, trace.changes, trace.unchanged),
+                         (True, "no conditions", [], "no X-A header to remove"))
 
 
 class HeaderActions(unittest.TestCase):
@@ -409,7 +409,7 @@ class HeaderActions(unittest.TestCase):
         msg = invite("Subject: abc")
         raw = bytes(msg)
         (trace,) = r.apply(msg, OUT)
-        self.assertEqual(trace.why, "no conditions; nothing to change: ^x does not match Subject")
+        self.assertEqual(trace.unchanged, "^x does not match Subject")
         self.assertEqual(bytes(msg), raw)
 
     def test_rewrite_from_keeps_tag(self):
@@ -428,7 +428,7 @@ class HeaderActions(unittest.TestCase):
         msg = invite()
         (trace,) = r.apply(msg, OUT)
         self.assertEqual(trace.changes, [])
-        self.assertIn("is not a valid From", trace.why)
+        self.assertIn("is not a valid From", trace.unchanged)
         self.assertEqual(msg.get("from"), '"Alice" <sip:5551230001@192.0.2.1>;tag=b-tag-1')
 
     def test_rewrite_contact_user(self):
@@ -465,8 +465,7 @@ class HeaderActions(unittest.TestCase):
                   'to = "From"\n')
         msg = invite()
         (trace,) = r.apply(msg, OUT)
-        self.assertEqual(trace.why, "no conditions; nothing to change: "
-                                    "no P-Asserted-Identity header to copy")
+        self.assertEqual(trace.unchanged, "no P-Asserted-Identity header to copy")
         self.assertEqual(msg.from_tag, "b-tag-1")
 
     def test_copy_from_into_pai_drops_tag(self):
@@ -536,7 +535,7 @@ class BodyActions(unittest.TestCase):
         msg = invite(body=SDP, content_type="application/sdp")
         raw = bytes(msg)
         (trace,) = r.apply(msg, IN)
-        self.assertEqual(trace.why, "no conditions; nothing to change: the body is application/sdp")
+        self.assertEqual(trace.unchanged, "the body is application/sdp")
         self.assertEqual(bytes(msg), raw)
 
     def test_strip_broken_multipart_kept(self):
@@ -545,7 +544,7 @@ class BodyActions(unittest.TestCase):
         msg = invite(body=b"junk", content_type="multipart/mixed")
         (trace,) = r.apply(msg, IN)
         self.assertEqual(trace.changes, [])
-        self.assertIn("cannot be read", trace.why)
+        self.assertIn("cannot be read", trace.unchanged)
         self.assertEqual(msg.body, b"junk")
 
 
