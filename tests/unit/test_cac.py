@@ -133,7 +133,7 @@ class ConcurrentTests(unittest.TestCase):
                          [True, True, False])
 
     def test_keyed_release_is_idempotent(self):
-        """With call keys a second release of the same call or of an unknown call changes nothing."""
+        """With call keys, releasing a call twice or a call never admitted changes nothing."""
         cac = Admission({("p", "in"): limit(max_calls=2)})
         self.assertIsNone(cac.admit("p", "in", 0.0, key="a"))
         self.assertIsNone(cac.admit("p", "in", 0.0, key="b"))

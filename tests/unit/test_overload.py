@@ -34,12 +34,13 @@ class LagTests(unittest.TestCase):
         overload = Overload(max_lag=0.1, retry_after=5, rng=random.Random(7))
         feed(overload, 0.3, 3)  # 0.075, 0.131, 0.173
         refusal = overload.check(0)
-        self.assertEqual((refusal.status, refusal.reason, refusal.limit), (503, "Overloaded", "lag"))
+        self.assertEqual((refusal.status, refusal.reason, refusal.limit),
+                         (503, "Overloaded", "lag"))
         self.assertTrue(overload.overloaded)
         self.assertIsNone(refusal.peer)
 
     def test_lag_hysteresis(self):
-        """Once overloaded, calls stay refused until the smoothed lag is below half the threshold."""
+        """Once overloaded, calls stay refused until the smoothed lag is under half the limit."""
         overload = Overload(max_lag=0.1, rng=random.Random(7))
         feed(overload, 0.3, 10)
         self.assertIsNotNone(overload.check(0))
@@ -123,8 +124,10 @@ class ConfigTests(unittest.TestCase):
         """Invalid thresholds are config errors naming the key."""
         cases = [
             (dict(max_calls=-1), "admission.overload.max_calls", "must be a number >= 0, not -1"),
-            (dict(max_calls=1.5), "admission.overload.max_calls", "must be a whole number, not 1.5"),
-            (dict(max_lag="fast"), "admission.overload.max_lag", "must be a number >= 0, not 'fast'"),
+            (dict(max_calls=1.5), "admission.overload.max_calls",
+             "must be a whole number, not 1.5"),
+            (dict(max_lag="fast"), "admission.overload.max_lag",
+             "must be a number >= 0, not 'fast'"),
             (dict(retry_after=float("inf")), "admission.overload.retry_after",
              "must be a number >= 0, not inf"),
             (dict(smoothing=0), "admission.overload.smoothing",

@@ -75,7 +75,7 @@ class ConfiguredTests(unittest.TestCase):
         self.assertIsNone(scanners.match("axb(c"))
 
     def test_most_specific_pattern_reported(self):
-        """Of two patterns found at the same place, the longer one is reported."""
+        """Of two patterns found, the longer, more specific one is reported."""
         scanners = Scanners(["sipv", "sipvicious"])
         self.assertEqual(scanners.match("sipvicious"), "sipvicious")
         self.assertEqual(scanners.match("sipvx"), "sipv")
