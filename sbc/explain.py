@@ -5,7 +5,8 @@
 FILE holds one SIP message (request or response) as it would be received
 from the peer ("in") or as the B2BUA would send it to the peer ("out");
 "-" reads standard input. Plain LF line ends are accepted. The report, one
-block per rule in config order (indices count from 0 in the peer's `rules`):
+block per rule in config order (indices count from 0 in the peer's
+`header_rules`):
 
     peer: carrier (direction out, trusted)
     message: INVITE sip:+14155550123@198.51.100.10 SIP/2.0
@@ -81,7 +82,10 @@ def explain(rules, peer_name, direction, message_bytes, trusted=None, other=None
     lines += [f"  {_printable(line)}" for line in head.split("\r\n")]
     if body:
         lines.append("")
-        lines += [f"  {_printable(line)}" for line in body.split("\r\n")]
+        body_lines = body.split("\r\n")
+        if body.endswith("\r\n"):
+            body_lines.pop()
+        lines += [f"  {_printable(line)}" for line in body_lines]
     return "\n".join(lines) + "\n"
 
 
@@ -121,8 +125,9 @@ def add_arguments(parser):
 
 def main(args, config, out=None, err=None, stdin=None):
     """Carry out parsed `sbc explain` arguments with a loaded config whose
-    peers carry their compiled `rules`; the exit status (0, or 2 with the
-    reason on `err`)."""
+    peers carry their compiled `header_rules` (a Rules, or None) and
+    `trusted` (bool; absent: privacy not shown); the exit status (0, or 2
+    with the reason on `err`)."""
     out = sys.stdout if out is None else out
     err = sys.stderr if err is None else err
     peers = {peer.name: peer for peer in config.peers}
@@ -148,7 +153,7 @@ def main(args, config, out=None, err=None, stdin=None):
         err.write(f"sbc explain: {args.file} is empty; it must hold one SIP message\n")
         return 2
     try:
-        report = explain(getattr(peer, "rules", None), peer.name, args.direction, data,
+        report = explain(getattr(peer, "header_rules", None), peer.name, args.direction, data,
                          trusted=getattr(peer, "trusted", None), other=other)
     except ParseError as e:
         err.write(f"sbc explain: {args.file} is not a SIP message: {e.reason}\n")

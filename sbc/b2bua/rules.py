@@ -1,6 +1,7 @@
 """Header manipulation rules: an ordered list of condition -> action per peer.
 
-Operators write them in TOML under a peer (docs/rules.md); the config reader
+Operators write them in TOML under a peer as [[peer.header_rules]] (named so
+apart from the routing tables' order-free `rules`; docs/rules.md); the config reader
 hands the parsed tables to `compile_rules`, which checks everything once
 (regexes compiled, replacement templates checked against their groups,
 B2BUA-owned headers refused) and returns a `Rules`. On each message the
@@ -39,6 +40,7 @@ from ..sip.message import REASONS, header_key, parse_multipart, spell
 
 __all__ = ["Context", "Rule", "Rules", "Trace", "compile_rules", "privacy", "reason_for"]
 
+KEY = "header_rules"  # the peer's key in the config: [[peer.header_rules]]
 DIRECTIONS = ("in", "out", "both")
 MESSAGES = ("request", "response")
 
@@ -161,7 +163,7 @@ class Rule:
                 return False, "a request, and the rule is for responses (status)"
             if status not in (self.codes or ()) and status // 100 not in (self.classes or ()):
                 return False, f"status {status} is not {self._statuses()}"
-            said.append(f"status {status} is {self._statuses()}")
+            said.append(self._status_said(status))
         if self.methods is not None:
             if status is None:
                 method = msg.method
@@ -200,6 +202,11 @@ class Rule:
         parts = [f"{c}xx" for c in sorted(self.classes or ())]
         parts += [str(c) for c in sorted(self.codes or ())]
         return _either(parts)
+
+    def _status_said(self, status):
+        if not self.classes and len(self.codes) == 1:
+            return f"status {status}"
+        return f"status {status} is {self._statuses()}"
 
     # -- actions ---------------------------------------------------------------------
     def act(self, msg):
@@ -479,11 +486,11 @@ def compile_rules(specs, peers=None):
     """Check and compile rule tables (as parsed from TOML) into Rules.
 
     `peers`, when given, are the known peer names for `other_peer`. Raises
-    ConfigError(why, key="rules[I].KEY") with `.path` ("rules", I, "KEY")
-    for the config reader to prefix and locate.
+    ConfigError(why, key="header_rules[I].KEY") with `.path`
+    ("header_rules", I, "KEY") for the config reader to prefix and locate.
     """
     if not isinstance(specs, (list, tuple)):
-        raise _error(("rules",), f"must be an array of tables, got {_show(specs)}")
+        raise _error((KEY,), f"must be an array of tables, got {_show(specs)}")
     return Rules(tuple(_compile(spec, i, peers) for i, spec in enumerate(specs)))
 
 
@@ -568,7 +575,7 @@ class _Spec:
 
     def __init__(self, spec, index):
         self.spec = spec
-        self.at = ("rules", index)
+        self.at = (KEY, index)
 
     def fail(self, key, why, *more):
         raise _error(self.at + ((key,) if key is not None else ()) + more, why)

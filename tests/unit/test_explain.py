@@ -30,34 +30,34 @@ BUSY = (b"SIP/2.0 486 Busy Here\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4b
         b"Call-ID: c@192.0.2.1\r\nCSeq: 1 INVITE\r\nContent-Length: 0\r\n\r\n")
 
 RULES = compile_rules(tomllib.loads(r"""
-[[rules]]
+[[header_rules]]
 direction = "out"
 header = "User-Agent"
 action = "remove"
 
-[[rules]]
+[[header_rules]]
 direction = "out"
 action = "rewrite"
 name = "P-Asserted-Identity"
 pattern = 'sip:(\d{10})@'
 replace = 'sip:+1\1@'
 
-[[rules]]
+[[header_rules]]
 direction = "in"
 action = "strip_body"
 content_type = "application/isup"
 
-[[rules]]
+[[header_rules]]
 direction = "out"
 status = 486
 action = "map_status"
 status_to = 480
 
-[[rules]]
+[[header_rules]]
 direction = "out"
 action = "remove"
 name = "X-Foo"
-""")["rules"])
+""")["header_rules"])
 
 REPORT = """\
 peer: carrier (direction out)
@@ -91,7 +91,7 @@ result:
 
 
 def config(**peers):
-    """A loaded config as the lead attaches rules: peers with name, rules, trusted."""
+    """A loaded config as the service sees it: peers with name, header_rules, trusted."""
     return SimpleNamespace(peers=tuple(SimpleNamespace(name=name, **attrs)
                                        for name, attrs in peers.items()))
 
@@ -105,7 +105,7 @@ class Report(unittest.TestCase):
         """A 486 sent to the carrier is shown becoming 480."""
         report = explain(RULES, "carrier", "out", BUSY)
         self.assertIn("rule 3: { direction = \"out\", status = 486, action = \"map_status\", "
-                      "status_to = 480 }\n  matched: status 486 is 486\n"
+                      "status_to = 480 }\n  matched: status 486\n"
                       "  status 486 Busy Here -> 480 Temporarily Unavailable\n", report)
         self.assertIn("result:\n  SIP/2.0 480 Temporarily Unavailable\n", report)
 
@@ -156,7 +156,7 @@ class Command(unittest.TestCase):
         parser = add_arguments(argparse.ArgumentParser(prog="sbc explain"))
         args = parser.parse_args([path if a == "FILE" else a for a in argv])
         out, err = io.StringIO(), io.StringIO()
-        cfg = cfg or config(carrier={"rules": RULES, "trusted": True}, pbx={"rules": None})
+        cfg = cfg or config(carrier={"header_rules": RULES, "trusted": True}, pbx={"header_rules": None})
         status = main(args, cfg, out=out, err=err)
         return status, out.getvalue(), err.getvalue()
 
@@ -190,7 +190,7 @@ class Command(unittest.TestCase):
         parser = add_arguments(argparse.ArgumentParser(prog="sbc explain"))
         args = parser.parse_args(["--peer", "carrier", "--direction", "in", "/nonexistent/x.sip"])
         err = io.StringIO()
-        status = main(args, config(carrier={"rules": RULES}), out=io.StringIO(), err=err)
+        status = main(args, config(carrier={"header_rules": RULES}), out=io.StringIO(), err=err)
         self.assertEqual((status, err.getvalue()),
                          (2, "sbc explain: cannot read /nonexistent/x.sip: No such file or directory\n"))
 

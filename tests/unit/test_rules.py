@@ -48,8 +48,8 @@ def response(status, reason, *extra):
 
 
 def rules(toml):
-    """Rules compiled from `[[rules]]` tables written as in a peer's config."""
-    return compile_rules(tomllib.loads(toml)["rules"])
+    """Rules compiled from `[[header_rules]]` tables written as in a peer's config."""
+    return compile_rules(tomllib.loads(toml)["header_rules"])
 
 
 OUT = Context("carrier", "out", trusted=True, other="pbx")
@@ -64,66 +64,66 @@ MULTIPART_TYPE = "multipart/mixed;boundary=unique-boundary-1"
 
 class CompileErrors(unittest.TestCase):
     def assertConfigError(self, toml, key, why):
-        """Compiling `toml` fails with exactly this key (relative to the rules) and why."""
+        """Compiling `toml` fails with exactly this key (relative to the peer) and why."""
         with self.assertRaises(ConfigError) as cm:
             rules(toml)
         self.assertEqual((cm.exception.key, cm.exception.why), (key, why))
-        self.assertEqual(cm.exception.path[:2], ("rules", int(key.split("[")[1].split("]")[0])))
+        self.assertEqual(cm.exception.path[:2], ("header_rules", int(key.split("[")[1].split("]")[0])))
 
     def test_bad_regex(self):
         """A match that is not a regular expression names the key and the regex error."""
         self.assertConfigError(
-            '[[rules]]\ndirection = "out"\nheader = "User-Agent"\nmatch = "(Asterisk"\naction = "remove"\n',
-            "rules[0].match",
+            '[[header_rules]]\ndirection = "out"\nheader = "User-Agent"\nmatch = "(Asterisk"\naction = "remove"\n',
+            "header_rules[0].match",
             'must be a valid regular expression, got "(Asterisk": missing ), unterminated '
             "subpattern at position 0")
 
     def test_replace_must_fit_pattern(self):
         """A replacement naming a group the pattern lacks is refused at load time."""
         self.assertConfigError(
-            '[[rules]]\ndirection = "out"\naction = "rewrite"\nname = "P-Asserted-Identity"\n'
+            '[[header_rules]]\ndirection = "out"\naction = "rewrite"\nname = "P-Asserted-Identity"\n'
             'pattern = "sip:(\\\\d+)@"\nreplace = "sip:+1\\\\2@"\n',
-            "rules[0].replace",
+            "header_rules[0].replace",
             "must fit pattern, got 'sip:+1\\2@': invalid group reference 2 at position 7")
 
     def test_unknown_action(self):
         """An unknown action suggests the one that does it."""
-        self.assertConfigError('[[rules]]\ndirection = "out"\naction = "remove"\nname = "X"\n'
-                               '[[rules]]\ndirection = "out"\naction = "replace"\n',
-                               "rules[1].action", 'unknown action "replace"; did you mean "set"?')
+        self.assertConfigError('[[header_rules]]\ndirection = "out"\naction = "remove"\nname = "X"\n'
+                               '[[header_rules]]\ndirection = "out"\naction = "replace"\n',
+                               "header_rules[1].action", 'unknown action "replace"; did you mean "set"?')
 
     def test_missing_action(self):
         """A rule without an action lists the actions."""
-        self.assertConfigError('[[rules]]\ndirection = "out"\n', "rules[0].action",
+        self.assertConfigError('[[header_rules]]\ndirection = "out"\n', "header_rules[0].action",
                                "missing; must be one of remove, add, set, rewrite, copy, "
                                "strip_body, map_status")
 
     def test_missing_direction(self):
         """The direction is required: a rule's meaning depends on it."""
-        self.assertConfigError('[[rules]]\naction = "remove"\nname = "User-Agent"\n',
-                               "rules[0].direction", 'missing; must be "in", "out" or "both"')
+        self.assertConfigError('[[header_rules]]\naction = "remove"\nname = "User-Agent"\n',
+                               "header_rules[0].direction", 'missing; must be "in", "out" or "both"')
 
     def test_bad_direction(self):
         """Only in, out and both are directions."""
-        self.assertConfigError('[[rules]]\ndirection = "inbound"\naction = "remove"\nname = "X"\n',
-                               "rules[0].direction",
+        self.assertConfigError('[[header_rules]]\ndirection = "inbound"\naction = "remove"\nname = "X"\n',
+                               "header_rules[0].direction",
                                'must be "in", "out" or "both", got "inbound"')
 
     def test_missing_parameter(self):
         """An action without its parameters says which it needs."""
-        self.assertConfigError('[[rules]]\ndirection = "out"\naction = "add"\nname = "X-Foo"\n',
-                               "rules[0].value", 'missing; action "add" needs name, value')
+        self.assertConfigError('[[header_rules]]\ndirection = "out"\naction = "add"\nname = "X-Foo"\n',
+                               "header_rules[0].value", 'missing; action "add" needs name, value')
 
     def test_parameter_of_another_action(self):
         """A parameter the action does not use is an error, not silently ignored."""
-        self.assertConfigError('[[rules]]\ndirection = "out"\naction = "remove"\nname = "X-Foo"\n'
-                               'value = "bar"\n', "rules[0].value",
+        self.assertConfigError('[[header_rules]]\ndirection = "out"\naction = "remove"\nname = "X-Foo"\n'
+                               'value = "bar"\n', "header_rules[0].value",
                                'not used by action "remove", which takes name')
 
     def test_unknown_key(self):
         """A typo in a key suggests the closest key."""
-        self.assertConfigError('[[rules]]\ndirection = "out"\naction = "remove"\nname = "X"\n'
-                               'methd = "INVITE"\n', "rules[0].methd",
+        self.assertConfigError('[[header_rules]]\ndirection = "out"\naction = "remove"\nname = "X"\n'
+                               'methd = "INVITE"\n', "header_rules[0].methd",
                                'unknown key; did you mean "method"?')
 
     def test_owned_headers_cannot_be_removed(self):
@@ -131,89 +131,89 @@ class CompileErrors(unittest.TestCase):
         for name in ("Via", "Call-ID", "CSeq", "Max-Forwards", "Content-Length", "Route",
                      "Record-Route", "v", "i"):
             self.assertConfigError(
-                f'[[rules]]\ndirection = "out"\naction = "remove"\nname = "{name}"\n',
-                "rules[0].name", f"{name} is built by the B2BUA for each leg; no rule may remove it")
+                f'[[header_rules]]\ndirection = "out"\naction = "remove"\nname = "{name}"\n',
+                "header_rules[0].name", f"{name} is built by the B2BUA for each leg; no rule may remove it")
 
     def test_from_and_to_only_rewritten_or_copied(self):
         """From and To carry the dialog's tags: remove, add and set are refused."""
         for action, extra in (("remove", ""), ("set", 'value = "<sip:x@y>"\n'),
                               ("add", 'value = "<sip:x@y>"\n')):
             self.assertConfigError(
-                f'[[rules]]\ndirection = "out"\naction = "{action}"\nname = "From"\n{extra}',
-                "rules[0].name", "From carries the dialog's tag and is built by the B2BUA; "
+                f'[[header_rules]]\ndirection = "out"\naction = "{action}"\nname = "From"\n{extra}',
+                "header_rules[0].name", "From carries the dialog's tag and is built by the B2BUA; "
                                  "only rewrite and copy may change it (the tag is kept)")
 
     def test_copy_into_owned_header(self):
         """copy cannot write a header the B2BUA owns either."""
-        self.assertConfigError('[[rules]]\ndirection = "out"\naction = "copy"\n'
-                               'from = "P-Asserted-Identity"\nto = "Call-ID"\n', "rules[0].to",
+        self.assertConfigError('[[header_rules]]\ndirection = "out"\naction = "copy"\n'
+                               'from = "P-Asserted-Identity"\nto = "Call-ID"\n', "header_rules[0].to",
                                "Call-ID is built by the B2BUA for each leg; no rule may copy it")
 
     def test_contact_only_rewritten(self):
         """Contact is the SBC's dialog address: it may be rewritten but not removed."""
-        self.assertConfigError('[[rules]]\ndirection = "out"\naction = "remove"\nname = "Contact"\n',
-                               "rules[0].name", "Contact is the B2BUA's own address for the dialog; "
+        self.assertConfigError('[[header_rules]]\ndirection = "out"\naction = "remove"\nname = "Contact"\n',
+                               "header_rules[0].name", "Contact is the B2BUA's own address for the dialog; "
                                                 "only rewrite may change it")
 
     def test_content_type_follows_body(self):
         """Content-Type cannot be set by a header action: strip_body is the way."""
-        self.assertConfigError('[[rules]]\ndirection = "in"\naction = "set"\nname = "Content-Type"\n'
-                               'value = "text/plain"\n', "rules[0].name",
+        self.assertConfigError('[[header_rules]]\ndirection = "in"\naction = "set"\nname = "Content-Type"\n'
+                               'value = "text/plain"\n', "header_rules[0].name",
                                'Content-Type follows the body; use action = "strip_body"')
 
     def test_header_injection_refused(self):
         """A value with a line break could smuggle a header in: refused."""
-        self.assertConfigError('[[rules]]\ndirection = "out"\naction = "add"\nname = "X-Foo"\n'
-                               'value = "a\\r\\nVia: evil"\n', "rules[0].value",
+        self.assertConfigError('[[header_rules]]\ndirection = "out"\naction = "add"\nname = "X-Foo"\n'
+                               'value = "a\\r\\nVia: evil"\n', "header_rules[0].value",
                                'must not hold line breaks or control characters, got "a\\r\\nVia: evil"')
 
     def test_header_name_must_be_token(self):
         """A header name with a colon or space is refused."""
-        self.assertConfigError('[[rules]]\ndirection = "out"\naction = "remove"\nname = "X Foo:"\n',
-                               "rules[0].name", 'must be a header name, got "X Foo:"')
+        self.assertConfigError('[[header_rules]]\ndirection = "out"\naction = "remove"\nname = "X Foo:"\n',
+                               "header_rules[0].name", 'must be a header name, got "X Foo:"')
 
     def test_map_status_out_of_range(self):
         """map_status maps to 300..699 only."""
-        self.assertConfigError('[[rules]]\ndirection = "out"\nstatus = 486\naction = "map_status"\n'
-                               'status_to = 200\n', "rules[0].status_to",
+        self.assertConfigError('[[header_rules]]\ndirection = "out"\nstatus = 486\naction = "map_status"\n'
+                               'status_to = 200\n', "header_rules[0].status_to",
                                "must be a status code 300..699, got 200")
 
     def test_map_status_needs_status(self):
         """map_status names the codes it maps in `status`."""
-        self.assertConfigError('[[rules]]\ndirection = "out"\naction = "map_status"\nstatus_to = 480\n',
-                               "rules[0].status",
+        self.assertConfigError('[[header_rules]]\ndirection = "out"\naction = "map_status"\nstatus_to = 480\n',
+                               "header_rules[0].status",
                                'missing; action "map_status" needs the codes it maps '
                                '(status = 486, "4xx" or a list)')
 
     def test_map_status_of_success(self):
         """1xx and 2xx responses cannot be mapped: they carry dialog state."""
-        self.assertConfigError('[[rules]]\ndirection = "in"\nstatus = ["486", "2xx"]\n'
-                               'action = "map_status"\nstatus_to = 480\n', "rules[0].status",
+        self.assertConfigError('[[header_rules]]\ndirection = "in"\nstatus = ["486", "2xx"]\n'
+                               'action = "map_status"\nstatus_to = 480\n', "header_rules[0].status",
                                "map_status maps final failure responses (300..699); "
                                "1xx and 2xx carry dialog state")
 
     def test_bad_status_in_list(self):
         """A bad element of a status list is named by its index."""
-        self.assertConfigError('[[rules]]\ndirection = "in"\nstatus = [486, "4x"]\n'
-                               'action = "remove"\nname = "Warning"\n', "rules[0].status[1]",
+        self.assertConfigError('[[header_rules]]\ndirection = "in"\nstatus = [486, "4x"]\n'
+                               'action = "remove"\nname = "Warning"\n', "header_rules[0].status[1]",
                                'must be a status code 100..699 or a class like "4xx", got "4x"')
 
     def test_status_on_requests_only_rule(self):
         """status with message = "request" can never match: refused."""
-        self.assertConfigError('[[rules]]\ndirection = "in"\nmessage = "request"\nstatus = 486\n'
-                               'action = "remove"\nname = "Warning"\n', "rules[0].status",
+        self.assertConfigError('[[header_rules]]\ndirection = "in"\nmessage = "request"\nstatus = 486\n'
+                               'action = "remove"\nname = "Warning"\n', "header_rules[0].status",
                                'only responses have a status, and message = "request"')
 
     def test_match_needs_header(self):
         """match without header has nothing to test."""
-        self.assertConfigError('[[rules]]\ndirection = "out"\nmatch = "x"\naction = "remove"\n'
-                               'name = "X-Foo"\n', "rules[0].match",
+        self.assertConfigError('[[header_rules]]\ndirection = "out"\nmatch = "x"\naction = "remove"\n'
+                               'name = "X-Foo"\n', "header_rules[0].match",
                                'needs header = "...": the header whose value it tests')
 
     def test_strip_sdp_refused(self):
         """The SDP is the media anchor's: strip_body cannot remove it."""
-        self.assertConfigError('[[rules]]\ndirection = "in"\naction = "strip_body"\n'
-                               'content_type = "application/sdp"\n', "rules[0].content_type",
+        self.assertConfigError('[[header_rules]]\ndirection = "in"\naction = "strip_body"\n'
+                               'content_type = "application/sdp"\n', "header_rules[0].content_type",
                                "the B2BUA owns the SDP (media anchoring); it cannot be removed")
 
     def test_other_peer_checked_against_peers(self):
@@ -222,12 +222,12 @@ class CompileErrors(unittest.TestCase):
             compile_rules([{"direction": "out", "other_peer": "pbx2", "action": "remove",
                             "name": "X"}], peers=("pbx1", "carrier"))
         self.assertEqual(str(cm.exception),
-                         '<config>: rules[0].other_peer: no peer named "pbx2"; did you mean "pbx1"?')
+                         '<config>: header_rules[0].other_peer: no peer named "pbx2"; did you mean "pbx1"?')
 
     def test_method_must_be_token(self):
         """A method with a space is refused, with its list index."""
-        self.assertConfigError('[[rules]]\ndirection = "out"\nmethod = ["INVITE", "BYE NOW"]\n'
-                               'action = "remove"\nname = "X"\n', "rules[0].method[1]",
+        self.assertConfigError('[[header_rules]]\ndirection = "out"\nmethod = ["INVITE", "BYE NOW"]\n'
+                               'action = "remove"\nname = "X"\n', "header_rules[0].method[1]",
                                'must be a SIP method such as "INVITE", got "BYE NOW"')
 
 
@@ -239,7 +239,7 @@ class Conditions(unittest.TestCase):
 
     def test_direction(self):
         """An "in" rule does not touch an outgoing message, and the trace says why."""
-        r = rules('[[rules]]\ndirection = "in"\naction = "remove"\nname = "Subject"\n')
+        r = rules('[[header_rules]]\ndirection = "in"\naction = "remove"\nname = "Subject"\n')
         msg = invite("Subject: hi")
         (trace,) = r.apply(msg, OUT)
         self.assertEqual((trace.applied, trace.matched, trace.why), (False, False,
@@ -250,7 +250,7 @@ class Conditions(unittest.TestCase):
 
     def test_both_directions(self):
         """direction = "both" runs on received and sent messages."""
-        r = rules('[[rules]]\ndirection = "both"\naction = "remove"\nname = "Subject"\n')
+        r = rules('[[header_rules]]\ndirection = "both"\naction = "remove"\nname = "Subject"\n')
         for ctx in (IN, OUT):
             msg = invite("Subject: hi")
             r.apply(msg, ctx)
@@ -258,7 +258,7 @@ class Conditions(unittest.TestCase):
 
     def test_method_condition(self):
         """A method condition matches the request's method, case-insensitively as written."""
-        r = rules('[[rules]]\ndirection = "out"\nmethod = ["invite", "UPDATE"]\naction = "add"\n'
+        r = rules('[[header_rules]]\ndirection = "out"\nmethod = ["invite", "UPDATE"]\naction = "add"\n'
                   'name = "X-Trunk"\nvalue = "7"\n')
         msg = invite()
         (trace,) = r.apply(msg, OUT)
@@ -270,7 +270,7 @@ class Conditions(unittest.TestCase):
 
     def test_method_of_a_response_is_its_cseq(self):
         """For a response, method is the one in CSeq (the request it answers)."""
-        r = rules('[[rules]]\ndirection = "in"\nmethod = "INVITE"\naction = "remove"\n'
+        r = rules('[[header_rules]]\ndirection = "in"\nmethod = "INVITE"\naction = "remove"\n'
                   'name = "Server"\n')
         msg = response(486, "Busy Here", "Server: Carrier")
         (trace,) = r.apply(msg, IN)
@@ -279,7 +279,7 @@ class Conditions(unittest.TestCase):
 
     def test_message_condition(self):
         """message = "request" keeps a rule off responses."""
-        r = rules('[[rules]]\ndirection = "in"\nmessage = "request"\naction = "remove"\n'
+        r = rules('[[header_rules]]\ndirection = "in"\nmessage = "request"\naction = "remove"\n'
                   'name = "Server"\n')
         msg = response(486, "Busy Here", "Server: Carrier")
         (trace,) = r.apply(msg, IN)
@@ -288,7 +288,7 @@ class Conditions(unittest.TestCase):
 
     def test_status_classes_and_codes(self):
         """status accepts codes, "4xx" classes and lists; requests never match."""
-        r = rules('[[rules]]\ndirection = "in"\nstatus = ["5xx", 486]\naction = "remove"\n'
+        r = rules('[[header_rules]]\ndirection = "in"\nstatus = ["5xx", 486]\naction = "remove"\n'
                   'name = "Warning"\n')
         cases = [(486, True, "status 486 is one of 5xx, 486"),
                  (503, True, "status 503 is one of 5xx, 486"),
@@ -301,7 +301,7 @@ class Conditions(unittest.TestCase):
 
     def test_header_value_regex(self):
         """header + match tests each value with a regex search and quotes the one that matched."""
-        r = rules('[[rules]]\ndirection = "in"\nheader = "User-Agent"\nmatch = "^Asterisk"\n'
+        r = rules('[[header_rules]]\ndirection = "in"\nheader = "User-Agent"\nmatch = "^Asterisk"\n'
                   'action = "remove"\n')
         msg = invite("User-Agent: Asterisk PBX 18.2")
         (trace,) = r.apply(msg, IN)
@@ -316,7 +316,7 @@ class Conditions(unittest.TestCase):
 
     def test_header_absent(self):
         """present = false matches when the header is missing: add a default."""
-        r = rules('[[rules]]\ndirection = "out"\nheader = "X-Billing"\npresent = false\n'
+        r = rules('[[header_rules]]\ndirection = "out"\nheader = "X-Billing"\npresent = false\n'
                   'action = "add"\nvalue = "default"\n')
         msg = invite()
         (trace,) = r.apply(msg, OUT)
@@ -327,7 +327,7 @@ class Conditions(unittest.TestCase):
 
     def test_other_peer(self):
         """other_peer tests the peer on the call's other leg."""
-        r = rules('[[rules]]\ndirection = "out"\nother_peer = "pbx"\naction = "add"\n'
+        r = rules('[[header_rules]]\ndirection = "out"\nother_peer = "pbx"\naction = "add"\n'
                   'name = "X-From-PBX"\nvalue = "1"\n')
         (trace,) = r.apply(invite(), OUT)
         self.assertEqual(trace.why, "other peer pbx")
@@ -338,8 +338,8 @@ class Conditions(unittest.TestCase):
 
     def test_rules_run_in_order_on_the_result(self):
         """Each rule sees what the rules before it left."""
-        r = rules('[[rules]]\ndirection = "out"\naction = "set"\nname = "X-A"\nvalue = "1"\n'
-                  '[[rules]]\ndirection = "out"\nheader = "X-A"\naction = "copy"\n'
+        r = rules('[[header_rules]]\ndirection = "out"\naction = "set"\nname = "X-A"\nvalue = "1"\n'
+                  '[[header_rules]]\ndirection = "out"\nheader = "X-A"\naction = "copy"\n'
                   'from = "X-A"\nto = "X-B"\n')
         msg = invite()
         traces = r.apply(msg, OUT)
@@ -348,7 +348,7 @@ class Conditions(unittest.TestCase):
 
     def test_no_conditions(self):
         """A rule with only a direction matches everything in that direction."""
-        r = rules('[[rules]]\ndirection = "out"\naction = "remove"\nname = "X-A"\n')
+        r = rules('[[header_rules]]\ndirection = "out"\naction = "remove"\nname = "X-A"\n')
         (trace,) = r.apply(invite(), OUT)
         self.assertEqual((trace.matched, trace.why, trace.changes, trace.unchanged),
                          (True, "no conditions", [], "no X-A header to remove"))
@@ -357,7 +357,7 @@ class Conditions(unittest.TestCase):
 class HeaderActions(unittest.TestCase):
     def test_remove_all_lines(self):
         """remove takes every line of the header, compact forms included."""
-        r = rules('[[rules]]\ndirection = "out"\naction = "remove"\nname = "subject"\n')
+        r = rules('[[header_rules]]\ndirection = "out"\naction = "remove"\nname = "subject"\n')
         msg = invite("Subject: one", "s: two")
         (trace,) = r.apply(msg, OUT)
         self.assertEqual(trace.changes, ["removed subject: one", "removed subject: two"])
@@ -366,7 +366,7 @@ class HeaderActions(unittest.TestCase):
 
     def test_add_appends_with_the_written_spelling(self):
         """add appends a line even when the header exists, spelled as configured."""
-        r = rules('[[rules]]\ndirection = "out"\naction = "add"\nname = "X-Carrier-ID"\nvalue = "77"\n')
+        r = rules('[[header_rules]]\ndirection = "out"\naction = "add"\nname = "X-Carrier-ID"\nvalue = "77"\n')
         msg = invite("X-Carrier-ID: 1")
         r.apply(msg, OUT)
         self.assertIn(b"\r\nX-Carrier-ID: 1\r\n", bytes(msg))
@@ -374,7 +374,7 @@ class HeaderActions(unittest.TestCase):
 
     def test_set_replaces_all_lines(self):
         """set leaves exactly one line with the value, where the first one was."""
-        r = rules('[[rules]]\ndirection = "out"\naction = "set"\nname = "Subject"\nvalue = "call"\n')
+        r = rules('[[header_rules]]\ndirection = "out"\naction = "set"\nname = "Subject"\nvalue = "call"\n')
         msg = invite("Subject: a", "User-Agent: x", "Subject: b")
         (trace,) = r.apply(msg, OUT)
         self.assertEqual(trace.changes, ["set Subject: call (was: a, b)"])
@@ -383,7 +383,7 @@ class HeaderActions(unittest.TestCase):
 
     def test_set_adds_when_absent(self):
         """set on a missing header adds it, spelled as configured."""
-        r = rules('[[rules]]\ndirection = "out"\naction = "set"\nname = "X-Carrier-ID"\nvalue = "9"\n')
+        r = rules('[[header_rules]]\ndirection = "out"\naction = "set"\nname = "X-Carrier-ID"\nvalue = "9"\n')
         msg = invite()
         (trace,) = r.apply(msg, OUT)
         self.assertEqual(trace.changes, ["set X-Carrier-ID: 9 (added)"])
@@ -391,7 +391,7 @@ class HeaderActions(unittest.TestCase):
 
     def test_rewrite_with_groups(self):
         """rewrite substitutes with regex groups in every line of the header."""
-        r = rules('[[rules]]\ndirection = "out"\naction = "rewrite"\nname = "P-Asserted-Identity"\n'
+        r = rules('[[header_rules]]\ndirection = "out"\naction = "rewrite"\nname = "P-Asserted-Identity"\n'
                   "pattern = 'sip:(\\d{10})@'\nreplace = 'sip:+1\\1@'\n")
         msg = invite("P-Asserted-Identity: <sip:5551230001@pbx.example>",
                      "P-Asserted-Identity: <tel:5551230001>")
@@ -404,7 +404,7 @@ class HeaderActions(unittest.TestCase):
 
     def test_rewrite_no_match(self):
         """A pattern that matches nothing changes nothing, and says so."""
-        r = rules('[[rules]]\ndirection = "out"\naction = "rewrite"\nname = "Subject"\n'
+        r = rules('[[header_rules]]\ndirection = "out"\naction = "rewrite"\nname = "Subject"\n'
                   'pattern = "^x"\nreplace = "y"\n')
         msg = invite("Subject: abc")
         raw = bytes(msg)
@@ -414,7 +414,7 @@ class HeaderActions(unittest.TestCase):
 
     def test_rewrite_from_keeps_tag(self):
         """Rewriting From never sees nor loses the tag, even with a greedy pattern."""
-        r = rules('[[rules]]\ndirection = "out"\naction = "rewrite"\nname = "From"\n'
+        r = rules('[[header_rules]]\ndirection = "out"\naction = "rewrite"\nname = "From"\n'
                   "pattern = '@.*$'\nreplace = '@carrier.example>'\n")
         msg = invite()
         (trace,) = r.apply(msg, OUT)
@@ -423,7 +423,7 @@ class HeaderActions(unittest.TestCase):
 
     def test_rewrite_from_to_invalid_is_kept(self):
         """A rewrite that would make From unparseable is not applied."""
-        r = rules('[[rules]]\ndirection = "out"\naction = "rewrite"\nname = "From"\n'
+        r = rules('[[header_rules]]\ndirection = "out"\naction = "rewrite"\nname = "From"\n'
                   "pattern = '<'\nreplace = ''\n")
         msg = invite()
         (trace,) = r.apply(msg, OUT)
@@ -433,7 +433,7 @@ class HeaderActions(unittest.TestCase):
 
     def test_rewrite_contact_user(self):
         """Contact may be rewritten, e.g. to carry the trunk's number as user."""
-        r = rules('[[rules]]\ndirection = "out"\naction = "rewrite"\nname = "Contact"\n'
+        r = rules('[[header_rules]]\ndirection = "out"\naction = "rewrite"\nname = "Contact"\n'
                   "pattern = 'sip:sbc@'\nreplace = 'sip:+15551230000@'\n")
         msg = invite()
         r.apply(msg, OUT)
@@ -441,7 +441,7 @@ class HeaderActions(unittest.TestCase):
 
     def test_copy_pai_into_from_keeps_tag(self):
         """copy PAI into From takes its name-addr and keeps From's tag."""
-        r = rules('[[rules]]\ndirection = "out"\naction = "copy"\nfrom = "P-Asserted-Identity"\n'
+        r = rules('[[header_rules]]\ndirection = "out"\naction = "copy"\nfrom = "P-Asserted-Identity"\n'
                   'to = "From"\n')
         msg = invite('P-Asserted-Identity: "Sales" <sip:+15551230001@pbx.example;user=phone>')
         (trace,) = r.apply(msg, OUT)
@@ -453,7 +453,7 @@ class HeaderActions(unittest.TestCase):
 
     def test_copy_first_of_several(self):
         """With two PAI values (sip and tel), From gets the first."""
-        r = rules('[[rules]]\ndirection = "out"\naction = "copy"\nfrom = "P-Asserted-Identity"\n'
+        r = rules('[[header_rules]]\ndirection = "out"\naction = "copy"\nfrom = "P-Asserted-Identity"\n'
                   'to = "From"\n')
         msg = invite("P-Asserted-Identity: <tel:+15551230001>, <sip:+15551230001@pbx.example>")
         r.apply(msg, OUT)
@@ -461,7 +461,7 @@ class HeaderActions(unittest.TestCase):
 
     def test_copy_absent_source(self):
         """Nothing to copy leaves the destination alone and says so."""
-        r = rules('[[rules]]\ndirection = "out"\naction = "copy"\nfrom = "P-Asserted-Identity"\n'
+        r = rules('[[header_rules]]\ndirection = "out"\naction = "copy"\nfrom = "P-Asserted-Identity"\n'
                   'to = "From"\n')
         msg = invite()
         (trace,) = r.apply(msg, OUT)
@@ -470,7 +470,7 @@ class HeaderActions(unittest.TestCase):
 
     def test_copy_from_into_pai_drops_tag(self):
         """Copying From into another header leaves the dialog tag behind."""
-        r = rules('[[rules]]\ndirection = "out"\nheader = "P-Asserted-Identity"\npresent = false\n'
+        r = rules('[[header_rules]]\ndirection = "out"\nheader = "P-Asserted-Identity"\npresent = false\n'
                   'action = "copy"\nfrom = "From"\nto = "P-Asserted-Identity"\n')
         msg = invite()
         r.apply(msg, OUT)
@@ -478,7 +478,7 @@ class HeaderActions(unittest.TestCase):
 
     def test_copy_replaces_destination(self):
         """copy into an ordinary header replaces its lines with the source's."""
-        r = rules('[[rules]]\ndirection = "out"\naction = "copy"\nfrom = "Diversion"\n'
+        r = rules('[[header_rules]]\ndirection = "out"\naction = "copy"\nfrom = "Diversion"\n'
                   'to = "X-Original-Called"\n')
         msg = invite("X-Original-Called: old", "Diversion: <sip:100@pbx>;reason=no-answer")
         r.apply(msg, OUT)
@@ -488,7 +488,7 @@ class HeaderActions(unittest.TestCase):
 class BodyActions(unittest.TestCase):
     def test_strip_isup_part_leaves_sdp(self):
         """Removing the ISUP part of SDP+ISUP leaves a plain SDP body with its Content-Type."""
-        r = rules('[[rules]]\ndirection = "in"\naction = "strip_body"\ncontent_type = "application/isup"\n')
+        r = rules('[[header_rules]]\ndirection = "in"\naction = "strip_body"\ncontent_type = "application/isup"\n')
         msg = invite("MIME-Version: 1.0", body=ISUP_MULTIPART, content_type=MULTIPART_TYPE)
         (trace,) = r.apply(msg, IN)
         self.assertEqual(trace.changes, ["removed 1 application/isup part; "
@@ -506,7 +506,7 @@ class BodyActions(unittest.TestCase):
         body = ISUP_MULTIPART.replace(
             b"--unique-boundary-1--\r\n",
             b"--unique-boundary-1\r\nContent-Type: text/plain\r\n\r\nhello\r\n--unique-boundary-1--\r\n")
-        r = rules('[[rules]]\ndirection = "in"\naction = "strip_body"\ncontent_type = "application/isup"\n')
+        r = rules('[[header_rules]]\ndirection = "in"\naction = "strip_body"\ncontent_type = "application/isup"\n')
         msg = invite(body=body, content_type=MULTIPART_TYPE)
         (trace,) = r.apply(msg, IN)
         self.assertEqual(trace.changes, ["removed 1 application/isup part; 2 parts left "
@@ -519,7 +519,7 @@ class BodyActions(unittest.TestCase):
 
     def test_strip_single_body(self):
         """A body that is all ISUP is removed with its Content-* headers; Content-Length 0."""
-        r = rules('[[rules]]\ndirection = "in"\naction = "strip_body"\ncontent_type = "application/isup"\n')
+        r = rules('[[header_rules]]\ndirection = "in"\naction = "strip_body"\ncontent_type = "application/isup"\n')
         msg = invite("Content-Disposition: signal;handling=optional", body=ISUP,
                      content_type="application/isup;version=itu-t92+")
         (trace,) = r.apply(msg, IN)
@@ -531,7 +531,7 @@ class BodyActions(unittest.TestCase):
 
     def test_strip_absent_type(self):
         """A body of another type is untouched, byte for byte."""
-        r = rules('[[rules]]\ndirection = "in"\naction = "strip_body"\ncontent_type = "application/isup"\n')
+        r = rules('[[header_rules]]\ndirection = "in"\naction = "strip_body"\ncontent_type = "application/isup"\n')
         msg = invite(body=SDP, content_type="application/sdp")
         raw = bytes(msg)
         (trace,) = r.apply(msg, IN)
@@ -540,7 +540,7 @@ class BodyActions(unittest.TestCase):
 
     def test_strip_broken_multipart_kept(self):
         """A multipart body without its boundary is kept as it is."""
-        r = rules('[[rules]]\ndirection = "in"\naction = "strip_body"\ncontent_type = "application/isup"\n')
+        r = rules('[[header_rules]]\ndirection = "in"\naction = "strip_body"\ncontent_type = "application/isup"\n')
         msg = invite(body=b"junk", content_type="multipart/mixed")
         (trace,) = r.apply(msg, IN)
         self.assertEqual(trace.changes, [])
@@ -551,7 +551,7 @@ class BodyActions(unittest.TestCase):
 class StatusMapping(unittest.TestCase):
     def test_map_486_to_480(self):
         """486 becomes 480 with the standard reason phrase."""
-        r = rules('[[rules]]\ndirection = "out"\nstatus = 486\naction = "map_status"\nstatus_to = 480\n')
+        r = rules('[[header_rules]]\ndirection = "out"\nstatus = 486\naction = "map_status"\nstatus_to = 480\n')
         msg = response(486, "Busy Here")
         (trace,) = r.apply(msg, OUT)
         self.assertEqual(trace.changes, ["status 486 Busy Here -> 480 Temporarily Unavailable"])
@@ -559,7 +559,7 @@ class StatusMapping(unittest.TestCase):
 
     def test_map_with_own_reason(self):
         """reason overrides the phrase; other codes are left alone."""
-        r = rules('[[rules]]\ndirection = "out"\nstatus = "6xx"\naction = "map_status"\n'
+        r = rules('[[header_rules]]\ndirection = "out"\nstatus = "6xx"\naction = "map_status"\n'
                   'status_to = 486\nreason = "Busy"\n')
         msg = response(603, "Decline")
         r.apply(msg, OUT)
