@@ -221,7 +221,7 @@ class Rule:
         return [f"removed {self.name}: {v}" for v in values], None
 
     def _add(self, msg):
-        msg.headers = msg.headers + [(self.key, self.name, self.value)]
+        _append(msg, msg.headers, [(self.key, self.name, self.value)])
         return [f"added {self.name}: {self.value}"], None
 
     def _set(self, msg):
@@ -231,7 +231,7 @@ class Rule:
         if old:
             msg.set(self.key, self.value)  # at the first one's place, its spelling
             return [f"set {self.name}: {self.value} (was: {', '.join(old)})"], None
-        msg.headers = msg.headers + [(self.key, self.name, self.value)]
+        _append(msg, msg.headers, [(self.key, self.name, self.value)])
         return [f"set {self.name}: {self.value} (added)"], None
 
     def _rewrite(self, msg):
@@ -327,7 +327,7 @@ class Rule:
         if old == values:
             return [], f"{self.name} is already {', '.join(values)}"
         headers = [item for item in msg.headers if item[0] != self.key]
-        msg.headers = headers + [(self.key, self.name, v) for v in values]
+        _append(msg, headers, [(self.key, self.name, v) for v in values])
         return [f"copied {self.source_name} into {self.name}: {v}" for v in values], None
 
     def _strip_body(self, msg):
@@ -353,7 +353,10 @@ class Rule:
             parts = parse_multipart(msg.body, ctype)
         except ParseError as e:
             return [], f"the multipart body cannot be read ({e.reason}): kept"
-        left = [p for p in parts if p.content_type != self.content_type]
+        try:
+            left = [p for p in parts if p.content_type != self.content_type]
+        except ParseError as e:
+            return [], f"a part of the multipart body cannot be read ({e.reason}): kept"
         if len(left) == len(parts):
             return [], f"no {self.content_type} part in the {mtype} body"
         gone = len(parts) - len(left)
@@ -525,6 +528,15 @@ def _show(value):
 def _either(items):
     items = list(items)
     return items[0] if len(items) == 1 else "one of " + ", ".join(items)
+
+
+def _append(msg, headers, new):
+    """`headers` with `new` lines at the end, but before a closing
+    Content-Length (where readers of traces expect it), set on `msg`."""
+    at = len(headers)
+    if at and headers[-1][0] == "content-length":
+        at -= 1
+    msg.headers = headers[:at] + new + headers[at:]
 
 
 def _untagged(value):

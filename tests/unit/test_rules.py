@@ -2,11 +2,14 @@
 each action on real messages, the trace, and RFC 3323/3325 privacy."""
 
 import tomllib
+from pathlib import Path
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from twisted.trial import unittest
 
 from sbc.b2bua.rules import Context, Rules, compile_rules, privacy, reason_for
-from sbc.errors import ConfigError
+from sbc.errors import ConfigError, ParseError
 from sbc.sip.message import parse, parse_multipart
 
 
@@ -381,6 +384,13 @@ class HeaderActions(unittest.TestCase):
         self.assertEqual(msg.get_all("subject"), ["call"])
         self.assertLess(bytes(msg).index(b"Subject: call"), bytes(msg).index(b"User-Agent"))
 
+    def test_added_lines_go_before_content_length(self):
+        """New lines go before a closing Content-Length, so it stays last."""
+        r = rules('[[header_rules]]\ndirection = "out"\naction = "add"\nname = "X-A"\nvalue = "1"\n')
+        msg = invite()
+        r.apply(msg, OUT)
+        self.assertTrue(bytes(msg).endswith(b"\r\nX-A: 1\r\nContent-Length: 0\r\n\r\n"))
+
     def test_set_adds_when_absent(self):
         """set on a missing header adds it, spelled as configured."""
         r = rules('[[header_rules]]\ndirection = "out"\naction = "set"\nname = "X-Carrier-ID"\nvalue = "9"\n')
@@ -623,3 +633,95 @@ class Privacy(unittest.TestCase):
         privacy(msg, trusted=False)
         self.assertIsNone(msg.get("p-asserted-identity"))
         self.assertEqual(msg.from_.display, "Alice")
+
+
+TORTURE = Path(__file__).resolve().parents[2] / ".." / "shared" / "sip-torture"
+EVERY_ACTION = rules(r"""
+[[header_rules]]
+direction = "both"
+header = "From"
+match = '(?i)sip'
+action = "remove"
+name = "User-Agent"
+[[header_rules]]
+direction = "both"
+method = ["INVITE", "OPTIONS"]
+action = "set"
+name = "Subject"
+value = "x"
+[[header_rules]]
+direction = "both"
+action = "rewrite"
+name = "From"
+pattern = '@'
+replace = '@x.'
+[[header_rules]]
+direction = "both"
+action = "rewrite"
+name = "Contact"
+pattern = 'sip:'
+replace = 'sip:1@'
+[[header_rules]]
+direction = "both"
+action = "copy"
+from = "P-Asserted-Identity"
+to = "From"
+[[header_rules]]
+direction = "both"
+action = "copy"
+from = "To"
+to = "X-To"
+[[header_rules]]
+direction = "both"
+action = "strip_body"
+content_type = "application/isup"
+[[header_rules]]
+direction = "both"
+status = ["4xx", "5xx"]
+action = "map_status"
+status_to = 480
+""")
+TEXT = st.text(st.characters(min_codepoint=32, max_codepoint=0x2FF, blacklist_characters="\x7f"),
+               max_size=40)
+
+
+class Robustness(unittest.TestCase):
+    def assertSurvives(self, data):
+        """Rules and privacy on whatever parses never raise, and the result serializes."""
+        try:
+            msg = parse(data)
+        except ParseError:
+            return
+        EVERY_ACTION.apply(msg, IN)
+        privacy(msg, trusted=False)
+        self.assertIsInstance(bytes(msg), bytes)
+
+    def test_torture_messages(self):
+        """Every RFC 4475/5118 torture message goes through every action without an exception."""
+        files = sorted(TORTURE.glob("rfc*/*.dat"))
+        if not files:
+            raise unittest.SkipTest(f"no torture messages at {TORTURE}")
+        for path in files:
+            self.assertSurvives(path.read_bytes())
+
+    @settings(max_examples=300, deadline=None)
+    @given(TEXT, TEXT, TEXT, st.binary(max_size=200), st.sampled_from(["INVITE", "SIP/2.0 486"]))
+    def test_arbitrary_values(self, from_, pai, ctype, body, start):
+        """Odd From, PAI, Content-Type and body values never make a rule raise."""
+        first = "INVITE sip:a@b SIP/2.0" if start == "INVITE" else "SIP/2.0 486 Busy Here"
+        head = "\r\n".join([first, "Via: SIP/2.0/UDP h;branch=z9hG4bK1", f"From: {from_}",
+                             "To: <sip:b@c>", "Call-ID: 1", "CSeq: 1 INVITE",
+                             f"P-Asserted-Identity: {pai}", f"Content-Type: {ctype}",
+                             f"Content-Length: {len(body)}"])
+        self.assertSurvives(head.encode("utf-8", "surrogateescape") + b"\r\n\r\n" + body)
+
+    @settings(max_examples=200, deadline=None)
+    @given(st.lists(st.tuples(TEXT, st.binary(max_size=60)), min_size=1, max_size=4))
+    def test_arbitrary_multipart(self, parts):
+        """Multipart bodies with odd part headers survive strip_body."""
+        body = b"".join(b"--b1\r\nContent-Type: " + t.encode() + b"\r\n\r\n" + b + b"\r\n"
+                        for t, b in parts) + b"--b1--\r\n"
+        head = ("INVITE sip:a@b SIP/2.0\r\nVia: SIP/2.0/UDP h;branch=z9hG4bK1\r\n"
+                "From: <sip:a@b>;tag=1\r\nTo: <sip:b@c>\r\nCall-ID: 1\r\nCSeq: 1 INVITE\r\n"
+                f"Content-Type: multipart/mixed;boundary=b1\r\nContent-Length: {len(body)}\r\n\r\n")
+        self.assertSurvives(head.encode() + body)
