@@ -38,7 +38,8 @@ from ..errors import ConfigError, ParseError
 from ..sip import headers as h
 from ..sip.message import REASONS, header_key, parse_multipart, spell
 
-__all__ = ["Context", "Rule", "Rules", "Trace", "compile_rules", "privacy", "reason_for"]
+__all__ = ["Context", "Rule", "Rules", "Trace", "compile_rules", "privacy", "privacy_values",
+           "reason_for"]
 
 KEY = "header_rules"  # the peer's key in the config: [[peer.header_rules]]
 DIRECTIONS = ("in", "out", "both")
