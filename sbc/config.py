@@ -25,6 +25,8 @@ from functools import partial
 
 import netaddr
 
+from sbc.admission.scanners import DEFAULT_USER_AGENTS
+from sbc.b2bua.rules import Rules, compile_rules
 from sbc.errors import ConfigError, ParseError
 from sbc.routing.srv import parse_server
 from sbc.sip.message import Limits
@@ -33,7 +35,7 @@ from sbc.sip.uri import SIPURI, parse_uri
 __all__ = [
     "Config", "Listener", "TLS", "Metrics", "Timers", "Limits", "TCP",
     "Gateway", "Auth", "Register", "Probe", "Numbers", "Rewrite", "Peer",
-    "Rule", "Table", "B2BUA",
+    "Rule", "Table", "B2BUA", "User", "Limit", "Bans", "Overload", "Admission",
     "TRANSPORTS", "LOG_LEVELS", "TLS_VERSIONS", "PEER_KINDS", "NUMBER_FORMATS",
     "DIRECTIONS", "SCHEMA", "loads", "load", "peer_named", "table_named",
 ]
@@ -156,6 +158,27 @@ class Rewrite:
 
 
 @dataclass(frozen=True, slots=True)
+class User:
+    """A digest account (RFC 3261 §22): a PBX that authenticates as it is
+    this peer, from whatever address."""
+
+    username: str
+    password: str
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """Call admission for one peer and direction; 0 = unlimited. `burst` 0 =
+    one second's worth of `cps`. Refusals answer `status` with Retry-After."""
+
+    cps: float = 0
+    burst: int = 0
+    max_calls: int = 0
+    status: int = 503
+    retry_after: int = 5
+
+
+@dataclass(frozen=True, slots=True)
 class Peer:
     name: str
     kind: str  # "pbx" | "trunk"
@@ -172,6 +195,11 @@ class Peer:
     srtp: str = "optional"       # required | optional | off
     tls: str = "optional"        # required: signalling with this peer only over TLS
     sdes_over_udp: bool = False  # SDES keys may go over unencrypted signalling
+    users: tuple[User, ...] = ()  # digest accounts; calls/REGISTERs authenticated as one are ours
+    trusted: bool = False        # P-Asserted-Identity and Privacy kept towards it (RFC 3325)
+    limits_in: Limit = Limit()   # calls from this peer
+    limits_out: Limit = Limit()  # calls to this peer
+    header_rules: Rules = Rules()
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,6 +254,38 @@ class Media:
 
 
 @dataclass(frozen=True, slots=True)
+class Bans:
+    """Automatic bans per source address; 0 turns a trigger off."""
+
+    max_failures: int = 5       # authentication failures ...
+    find_time: float = 60       # ... within this many seconds
+    ban_time: float = 600
+    max_rate: float = 50        # requests per second from one untrusted source
+    rate_burst: int = 0         # 0 = max_rate
+    exempt: tuple[str, ...] = ()  # CIDRs never banned (peers' sources never are)
+
+
+@dataclass(frozen=True, slots=True)
+class Overload:
+    max_calls: int = 0          # calls in the table at which new ones get 503; 0 = off
+    max_lag: float = 0.1        # smoothed reactor lag (s) at which new calls get 503; 0 = off
+    retry_after: int = 5        # base of the jittered Retry-After (base .. 2 x base)
+
+
+@dataclass(frozen=True, slots=True)
+class Admission:
+    unknown: str = "drop"       # requests from unknown sources: drop | reject (403)
+    allow: tuple[str, ...] = ()  # CIDRs that may talk to the SBC without being a peer
+    scanners: tuple[str, ...] = DEFAULT_USER_AGENTS  # User-Agent substrings dropped silently
+    realm: str = "sbc"          # digest realm of the challenges to PBXs
+    nonce_ttl: float = 300
+    min_expires: int = 60       # REGISTER from PBXs: shortest accepted (423 below)
+    max_expires: int = 3600     # longest granted
+    bans: Bans = Bans()
+    overload: Overload = Overload()
+
+
+@dataclass(frozen=True, slots=True)
 class DNS:
     servers: tuple[str, ...] = ()  # "ip[:port]"; () = /etc/resolv.conf
 
@@ -247,6 +307,7 @@ class Config:
     b2bua: B2BUA = B2BUA()
     dns: DNS = DNS()
     media: Media = Media()
+    admission: Admission = Admission()
 
     @classmethod
     def default(cls, path="<default>"):
@@ -274,7 +335,12 @@ def table_named(config, name):
 # them) are arrays of tables. docs/config.md lists them all.
 SCHEMA = {
     "": ("include", "sbc", "listen", "tls", "metrics", "sip", "tcp", "b2bua", "dns",
-         "media", "peer", "table"),
+         "media", "admission", "peer", "table"),
+    "admission": ("unknown", "allow", "scanners", "realm", "nonce_ttl", "min_expires",
+                  "max_expires", "bans", "overload"),
+    "admission.bans": ("max_failures", "find_time", "ban_time", "max_rate", "rate_burst",
+                       "exempt"),
+    "admission.overload": ("max_calls", "max_lag", "retry_after"),
     "media": ("enabled", "backend", "rtpengine", "rtpengine_timeout", "address",
               "public_address", "port_min", "port_max",
               "inactivity_timeout", "latch_window"),
@@ -293,7 +359,11 @@ SCHEMA = {
               "session_expires", "min_se", "header_allow"),
     "peer": ("name", "kind", "sources", "table", "gateways", "auth", "register",
              "probe", "numbers", "rewrite", "codecs", "headers", "srtp", "sdes_over_udp",
-             "tls"),
+             "tls", "users", "trusted", "limits", "header_rules"),
+    "peer.users": ("username", "password"),
+    "peer.limits": ("in", "out"),
+    "peer.limits.in": ("cps", "burst", "max_calls", "status", "retry_after"),
+    "peer.limits.out": ("cps", "burst", "max_calls", "status", "retry_after"),
     "peer.gateways": ("uri", "priority", "weight"),
     "peer.auth": ("username", "password", "realm"),
     "peer.register": ("enabled", "username", "domain", "expires", "retry_min",
@@ -682,7 +752,7 @@ class _Reader:
             server_header=server_header, listeners=listeners, tls=self.tls(doc),
             metrics=metrics, timers=self.timers(doc), limits=self.limits(doc),
             tcp=self.tcp(doc), b2bua=self.b2bua(doc), dns=self.dns(doc),
-            media=self.media(doc))
+            media=self.media(doc), admission=self.admission(doc))
         peers = self.peers(peers)
         tables = self.routing(tables, peers)
         return _replace(config, peers=peers, tables=tables)
@@ -833,6 +903,61 @@ class _Reader:
             inactivity_timeout=self.positive(t, path, "inactivity_timeout", d.inactivity_timeout),
             latch_window=self.positive(t, path, "latch_window", d.latch_window))
 
+    def admission(self, doc):
+        path = ("admission",)
+        t = self.table(doc, path, "admission")
+        d = Admission()
+        bans_path, over_path = path + ("bans",), path + ("overload",)
+        b = self.table(t, bans_path, "admission.bans")
+        o = self.table(t, over_path, "admission.overload")
+        db, do = Bans(), Overload()
+        scanners = tuple(self.strings(t, path, "scanners")) if "scanners" in t else d.scanners
+        for i, pattern in enumerate(scanners):
+            if not pattern.strip():
+                self.fail(path + ("scanners", i), "must not be empty")
+        min_expires = self.integer(t, path, "min_expires", d.min_expires, 1, 86400)
+        max_expires = self.integer(t, path, "max_expires", d.max_expires, 1, 86400)
+        if max_expires < min_expires:
+            self.fail(path + ("max_expires",), f"must be >= min_expires ({min_expires})")
+        return Admission(
+            unknown=self.choice(t, path, "unknown", d.unknown, ("drop", "reject")),
+            allow=self.networks(t, path, "allow"), scanners=scanners,
+            realm=self.text(t, path, "realm", d.realm),
+            nonce_ttl=self.positive(t, path, "nonce_ttl", d.nonce_ttl),
+            min_expires=min_expires, max_expires=max_expires,
+            bans=Bans(max_failures=self.integer(b, bans_path, "max_failures", db.max_failures, 0),
+                      find_time=self.positive(b, bans_path, "find_time", db.find_time),
+                      ban_time=self.positive(b, bans_path, "ban_time", db.ban_time),
+                      max_rate=self.non_negative(b, bans_path, "max_rate", db.max_rate),
+                      rate_burst=self.integer(b, bans_path, "rate_burst", db.rate_burst, 0),
+                      exempt=self.networks(b, bans_path, "exempt")),
+            overload=Overload(
+                max_calls=self.integer(o, over_path, "max_calls", do.max_calls, 0),
+                max_lag=self.non_negative(o, over_path, "max_lag", do.max_lag),
+                retry_after=self.integer(o, over_path, "retry_after", do.retry_after, 1, 3600)))
+
+    def non_negative(self, table, path, key, default):
+        value = table.get(key, default)
+        if not _is_number(value) or value < 0:
+            self.fail(path + (key,), f"must be a number >= 0 (0 = off), got {_show(value)}")
+        return value
+
+    def networks(self, table, path, key):
+        """CIDRs (or addresses), canonical."""
+        out = []
+        for i, value in enumerate(self.strings(table, path, key)):
+            try:
+                if value.strip() != value or " " in value:
+                    raise ValueError(value)
+                net = netaddr.IPNetwork(value)
+            except (netaddr.AddrFormatError, ValueError, TypeError):
+                self.fail(path + (key, i), 'must be a network like "192.0.2.0/24" '
+                          f"or an address, got {_show(value)}")
+            if net.ip != net.network:
+                self.fail(path + (key, i), f'has host bits set; did you mean "{net.cidr}"?')
+            out.append(str(net.cidr))
+        return tuple(out)
+
     def dns(self, doc):
         path = ("dns",)
         t = self.table(doc, path, "dns")
@@ -932,7 +1057,25 @@ class _Reader:
                           f"of the peer at {self.where(('peer', j))}")
             out.append(peer)
         self.overlaps(out)
+        self.accounts(out)
+        for i, (entry, peer) in enumerate(zip(entries, out)):
+            try:
+                rules = compile_rules(entry.get("header_rules", []), peers=names)
+            except ConfigError as e:
+                self.fail(("peer", i) + tuple(getattr(e, "path", ()) or ("header_rules",)), e.why)
+            out[i] = _replace(peer, header_rules=rules)
         return tuple(out)
+
+    def accounts(self, peers):
+        """A digest username names one peer."""
+        owner = {}
+        for i, peer in enumerate(peers):
+            for j, user in enumerate(peer.users):
+                k = owner.setdefault(user.username, (i, j))
+                if k != (i, j):
+                    self.fail(("peer", i, "users", j, "username"),
+                              f"{_show(user.username)} is already an account of peer "
+                              f"{_show(peers[k[0]].name)}")
 
     def peer(self, entry, path):
         name = self.name(entry, path)
@@ -955,7 +1098,38 @@ class _Reader:
             headers=self.header_names(entry, path, "headers"),
             srtp=self.choice(entry, path, "srtp", "optional", ("required", "optional", "off")),
             sdes_over_udp=self.boolean(entry, path, "sdes_over_udp", False),
-            tls=self.tls_policy(entry, path, gateways))
+            tls=self.tls_policy(entry, path, gateways),
+            users=self.users(entry, path), trusted=self.boolean(entry, path, "trusted", False),
+            limits_in=self.limit(entry, path, "in"), limits_out=self.limit(entry, path, "out"))
+
+    def users(self, entry, path):
+        out = []
+        for i, t in enumerate(self.tables(entry, path + ("users",), "peer.users")):
+            at = path + ("users", i)
+            username = self.text(t, at, "username", "")
+            password = self.string(t, at, "password", "")
+            if not username:
+                self.fail(at + ("username",), "required: the name the PBX authenticates with")
+            if not password:
+                self.fail(at + ("password",), "required")
+            out.append(User(username, password))
+        return tuple(out)
+
+    def limit(self, entry, path, direction):
+        limits = self.table(entry, path + ("limits",), "peer.limits")
+        at = path + ("limits", direction)
+        t = self.table(limits, at, f"peer.limits.{direction}")
+        d = Limit()
+        cps = t.get("cps", d.cps)
+        if not _is_number(cps) or cps < 0:
+            self.fail(at + ("cps",), f"must be a number >= 0 (0 = unlimited), got {_show(cps)}")
+        status = self.integer(t, at, "status", d.status, 480, 503)
+        if status not in (480, 486, 503):
+            self.fail(at + ("status",), f"must be 480, 486 or 503, got {status}")
+        return Limit(cps=cps, burst=self.integer(t, at, "burst", d.burst, 0),
+                     max_calls=self.integer(t, at, "max_calls", d.max_calls, 0),
+                     status=status, retry_after=self.integer(t, at, "retry_after",
+                                                             d.retry_after, 0, 86400))
 
     def tls_policy(self, entry, path, gateways):
         """`tls = "required"`: every gateway must be reached over TLS."""
@@ -969,20 +1143,7 @@ class _Reader:
         return policy
 
     def sources(self, entry, path):
-        out = []
-        for i, value in enumerate(self.strings(entry, path, "sources")):
-            try:
-                if value.strip() != value or " " in value:
-                    raise ValueError(value)
-                net = netaddr.IPNetwork(value)
-            except (netaddr.AddrFormatError, ValueError, TypeError):
-                self.fail(path + ("sources", i), 'must be a network like "192.0.2.0/24" '
-                          f"or an address, got {_show(value)}")
-            if net.ip != net.network:
-                self.fail(path + ("sources", i),
-                          f'has host bits set; did you mean "{net.cidr}"?')
-            out.append(str(net.cidr))
-        return tuple(out)
+        return self.networks(entry, path, "sources")
 
     def overlaps(self, peers):
         """No address may belong to two sources: a source names one peer."""

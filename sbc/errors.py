@@ -61,9 +61,11 @@ class WebhookError(SBCError):
 class MediaBackendError(SBCError):
     """The external media backend (rtpengine) refused a command or did not answer.
 
-    `reason` is rtpengine's error-reason, or what went wrong on the way.
+    `reason` is rtpengine's error-reason, or what went wrong on the way;
+    `timeout` is true when it never answered (as opposed to refusing).
     """
 
-    def __init__(self, reason):
+    def __init__(self, reason, timeout=False):
         self.reason = reason
+        self.timeout = timeout
         super().__init__(reason)

@@ -349,6 +349,11 @@ class CallMetrics:
             "sbc_media_jitter_seconds",
             "Worst interarrival jitter (RFC 3550) of each finished call's media, by trunk.",
             ["trunk"], buckets=(0.001, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2), registry=r)
+        self.backend = Counter(
+            "sbc_media_backend_requests_total",
+            "Commands sent to the media backend (rtpengine ng), by command (offer, answer, "
+            "delete) and result (ok, error, timeout).",
+            ["command", "result"], registry=r)
         self.reloads = Counter(
             "sbc_config_reloads_total",
             "Config reloads, by result (ok, failed).",

@@ -13,9 +13,11 @@ from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 
 from . import config as cfg
+from .errors import MediaBackendError
 from .metrics import Metrics
-from .b2bua.call import Calls, Resolve
+from .b2bua.call import Calls, MediaRequest, Resolve
 from .b2bua.media import CallMedia
+from .b2bua.rtpengine import EngineMedia
 from .b2bua.upkeep import Upkeep
 from .net.relay import Relay
 from .net.srtp import SRTPTransform
@@ -24,8 +26,10 @@ from .routing.health import GatewayDown, GatewayUp
 from .net.cdrstore import CDRStore
 from .net.http import metrics_site
 from .net.records import Recorder, direction_of
+from .net.ng import NG
 from .net.resolve import Resolver
 from .routing import numbers
+from .routing.srv import parse_server
 from .routing.tables import Router
 from .net.sip import SIPService
 from .net.tls import client_context, ensure_self_signed, server_context
@@ -120,7 +124,10 @@ class Trunking(service.Service):
         stack.calls = Calls(stack, Router(config, rng), numbers, config.b2bua, stack.ids)
         self.rng = rng
         self.relay = None
-        if config.media.enabled:
+        self.ng = None
+        if config.media.enabled and config.media.backend == "rtpengine":
+            self._rtpengine(config.media)
+        elif config.media.enabled:
             self._anchor_media(config.media)
         self.upkeep = None
         self._install_upkeep(config)
@@ -140,6 +147,37 @@ class Trunking(service.Service):
             srtp=lambda ag: SRTPTransform(ag.inbound_key, ag.outbound_key, ag.suite),
             random_bytes=os.urandom)
 
+    def _rtpengine(self, media):
+        """rtpengine relays the media; offers and answers go to it over ng."""
+        self.ng = NG(self.reactor, parse_server(media.rtpengine, 22222, "rtpengine address"),
+                     timeout=media.rtpengine_timeout)
+        self.stack.calls.media = lambda call: EngineMedia(call.id)
+
+    def _media_request(self, effect):
+        params = dict(effect.params)
+        command = params.pop("command")
+        counter = self.metrics.calls.backend
+
+        def ok(reply):
+            counter.labels(command, "ok").inc()
+            return reply
+
+        def failed(failure):
+            failure.trap(MediaBackendError)
+            why = failure.getErrorMessage()
+            result = "timeout" if failure.value.timeout else "error"
+            counter.labels(command, result).inc()
+            if effect.call is not None:  # a delete nobody waits for needs no warning
+                log.warn("rtpengine {command} failed: {why}", command=command, why=why)
+            return None if result == "timeout" else {"result": "error", "error-reason": why}
+
+        d = self.ng.command(command, **params)
+        d.addCallbacks(ok, failed)
+        if effect.call is not None:
+            d.addCallback(lambda reply: self.sip.execute(
+                self.stack.calls.media_done(effect.call, reply, self.reactor.seconds())))
+        d.addErrback(lambda f: log.failure("media backend reply", f))
+
     def _media_timeout(self, session):
         self.sip.execute(self.stack.calls.media_timeout(session.call_id, self.reactor.seconds()))
 
@@ -154,6 +192,9 @@ class Trunking(service.Service):
         if type(effect) in (GatewayDown, GatewayUp):
             state = "up" if type(effect) is GatewayUp else "down"
             log.warn("gateway {uri} is {state}", uri=effect.uri, state=state)
+            return
+        if type(effect) is MediaRequest:
+            self._media_request(effect)
             return
         if type(effect) is Resolve:
             d = self.resolver.resolve(effect.uri)
@@ -179,6 +220,8 @@ class Trunking(service.Service):
         # Started after the listeners bound: a failed start leaves no writer thread.
         super().startService()
         self.store = self.recorder.store = CDRStore.in_state_dir(self.state, self.reactor)
+        if self.ng is not None:
+            self.ng.start()
         self.sip.execute(self.upkeep.start(self.reactor.seconds()))
 
     def stopService(self):
@@ -198,6 +241,8 @@ class Trunking(service.Service):
         check()
         if self.store is not None:
             done.addCallback(lambda _: self.store.close())
+        if self.ng is not None:
+            done.addCallback(lambda _: self.ng.stop())
         return done
 
 

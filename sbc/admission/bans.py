@@ -197,7 +197,7 @@ class Bans:
             return None
         failures = source.failures
         failures.append(now)
-        if len(failures) == self.max_failures and now - failures[0] <= self.find_time:
+        if len(failures) == self.max_failures and now - failures[0] < self.find_time:
             return self._ban(ip, now, self.ban_time, why, self.max_failures,
                              f"{self.max_failures} in {self.find_time:g}s")
         return None

@@ -172,7 +172,7 @@ class NG(DatagramProtocol):
         hint = "; nothing listens there (port unreachable)" if self._unreachable else ""
         self._fail(cookie, f"rtpengine did not answer {waiting.name} at {where}: "
                            f"{waiting.tries} sends, {waiting.tries * self.timeout:g} s{hint}",
-                   count=False)
+                   count=False, timeout=True)
 
     def datagramReceived(self, data, addr):
         cookie, space, body = data.partition(b" ")
@@ -212,14 +212,14 @@ class NG(DatagramProtocol):
         self.refused += 1
         self._unreachable = True
 
-    def _fail(self, cookie, reason, count=True):
+    def _fail(self, cookie, reason, count=True, timeout=False):
         waiting = self._pending.pop(cookie, None)
         if waiting is None:
             return
         if count:
             self.errors += 1
         self._cancel_timer(waiting)
-        waiting.deferred.errback(MediaBackendError(reason))
+        waiting.deferred.errback(MediaBackendError(reason, timeout=timeout))
 
     def _forget(self, cookie):
         waiting = self._pending.pop(cookie, None)

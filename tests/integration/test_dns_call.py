@@ -283,7 +283,7 @@ class DNSCallTests(unittest.TestCase):
         """A gateway name that does not exist gets the caller a 503 with no INVITE sent, and logs why."""
         self.start(carrier_zone(self.port), "sip:nowhere.test")
         before = self.lab.scrape()
-        pbx = self.uac("dns_uac_unavailable.xml")
+        pbx = self.uac("uac_unavailable.xml")
         pbx.check(self, 1)
         after = self.lab.scrape()
         self.assertEqual(pbx.received(503)[0].start, "SIP/2.0 503 Service Unavailable")

@@ -51,6 +51,7 @@ EXPECTED = {
     "sbc_media_srtp_auth_failures_total": ("counter", set()),
     "sbc_media_timeouts_total": ("counter", set()),
     "sbc_media_port_exhaustion_total": ("counter", set()),
+    "sbc_media_backend_requests_total": ("counter", {"command", "result"}),
     "sbc_media_trunk_packets_received_total": ("counter", {"trunk"}),
     "sbc_media_trunk_packets_lost_total": ("counter", {"trunk"}),
     "sbc_media_jitter_seconds": ("histogram", {"trunk"}),
@@ -134,6 +135,7 @@ class DefinitionTests(unittest.TestCase):
         m.calls.response("carrier", 503)
         m.calls.ended("carrier", "outbound", True, 1.5, 30.0)
         m.calls.media_quality("carrier", 1000, 3, 0.004)
+        m.calls.backend.labels("offer", "ok").inc()
         m.calls.track(lambda: [("carrier", "outbound")], lambda: [("carrier", "sip:gw", True)],
                       lambda: [("carrier", "registered")])
         for name, (kind, labels) in EXPECTED.items():

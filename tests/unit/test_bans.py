@@ -40,13 +40,15 @@ class FailureTests(unittest.TestCase):
         bans.failure(ATTACKER, T0)
         bans.failure(ATTACKER, T0 + 100)
         bans.failure(ATTACKER, T0 + 105)
-        self.assertIsNotNone(bans.failure(ATTACKER, T0 + 110))
+        self.assertIsNotNone(bans.failure(ATTACKER, T0 + 109))
 
-    def test_window_edge_inclusive(self):
-        """Failures exactly find_time apart are within the window."""
+    def test_window_edge_exclusive(self):
+        """Failures exactly find_time apart are not within the window (nor is an idle
+        source, pruned at that age, remembered)."""
         bans = Bans(max_failures=2, find_time=60)
         bans.failure(ATTACKER, T0)
-        self.assertIsNotNone(bans.failure(ATTACKER, T0 + 60))
+        self.assertIsNone(bans.failure(ATTACKER, T0 + 60))
+        self.assertIsNotNone(bans.failure(ATTACKER, T0 + 119.5))
 
     def test_why_of_the_last_straw(self):
         """The failure that trips the ban gives it its reason."""
@@ -422,7 +424,7 @@ class PropertyTests(unittest.TestCase):
             now += gap
             times.append(now)
         expected = next((i for i in range(n - 1, len(times))
-                         if times[i] - times[i - n + 1] <= window), None)
+                         if times[i] - times[i - n + 1] < window), None)
         bans = Bans(max_failures=n, find_time=window, max_rate=0)
         got = next((i for i, t in enumerate(times) if bans.failure(ATTACKER, t)), None)
         self.assertEqual(got, expected)

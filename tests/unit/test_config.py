@@ -139,9 +139,12 @@ class ShippedFilesTests(unittest.TestCase):
         ))
         self.assertEqual(config.tls.cert, "")
         self.assertEqual(config.metrics, Metrics(True, "127.0.0.1", 9090))
+        self.assertEqual(config.admission.allow, ("127.0.0.1/32",))  # the lab's own probes
         # peers and tables: tests/unit/test_config_trunking.py
+        admission = dataclasses.replace(config.admission, allow=())
         self.assertEqual(
-            dataclasses.replace(config, path="<default>", listeners=(), peers=(), tables=()),
+            dataclasses.replace(config, path="<default>", listeners=(), peers=(), tables=(),
+                                admission=admission),
             dataclasses.replace(Config.default(), listeners=()))
 
     def test_conf_sbc_toml_shows_every_key(self):
@@ -151,7 +154,9 @@ class ShippedFilesTests(unittest.TestCase):
         self.assertRegex(text, r"(?m)^include = ")
         for table, keys in SCHEMA.items():
             for key in keys:
-                if table not in ("", "sip"):  # a key of its own line or of an inline table
+                if table == "admission" and f"{table}.{key}" in SCHEMA:
+                    self.assertRegex(text, rf"(?m)^\[{table}\.{key}\]", f"{table}.{key}")
+                elif table not in ("", "sip"):  # a key of its own line or of an inline table
                     self.assertRegex(text, rf"(?m)(^|[{{,] *){key} = ", f"{table}.{key}")
 
     def test_docs_list_every_key(self):
@@ -161,7 +166,10 @@ class ShippedFilesTests(unittest.TestCase):
             if table in ("", "sip"):
                 continue
             for key in keys:
-                self.assertIn(f"| `{key}` |", text, f"{table}.{key}")
+                if table in ("admission", "peer.limits") and f"{table}.{key}" in SCHEMA:
+                    self.assertIn(f"`[{table}.{key}]`", text, f"{table}.{key}")
+                else:
+                    self.assertIn(f"| `{key}` |", text, f"{table}.{key}")
         self.assertIn("| `include` |", text)
 
 
@@ -463,7 +471,7 @@ class UnknownTests(ErrorCase):
         """A key outside any table is checked against the table names."""
         self.assertError('log_level = "info"\n' + UDP,
                          'sbc.toml:1: log_level: unknown key; known: "include", "sbc", '
-                         '"listen", "tls", "metrics", "sip", "tcp", "b2bua", "dns", "media", "peer", "table"')
+                         '"listen", "tls", "metrics", "sip", "tcp", "b2bua", "dns", "media", "admission", "peer", "table"')
 
     def test_unknown_quoted_key(self):
         """A key that needs quotes is shown quoted."""
