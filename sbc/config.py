@@ -196,7 +196,7 @@ class Peer:
     tls: str = "optional"        # required: signalling with this peer only over TLS
     sdes_over_udp: bool = False  # SDES keys may go over unencrypted signalling
     users: tuple[User, ...] = ()  # digest accounts; calls/REGISTERs authenticated as one are ours
-    trusted: bool = False        # P-Asserted-Identity and Privacy kept towards it (RFC 3325)
+    trusted: bool = True         # in our trust domain: PAI and Privacy kept towards it (RFC 3325)
     limits_in: Limit = Limit()   # calls from this peer
     limits_out: Limit = Limit()  # calls to this peer
     header_rules: Rules = Rules()
@@ -1099,7 +1099,7 @@ class _Reader:
             srtp=self.choice(entry, path, "srtp", "optional", ("required", "optional", "off")),
             sdes_over_udp=self.boolean(entry, path, "sdes_over_udp", False),
             tls=self.tls_policy(entry, path, gateways),
-            users=self.users(entry, path), trusted=self.boolean(entry, path, "trusted", False),
+            users=self.users(entry, path), trusted=self.boolean(entry, path, "trusted", True),
             limits_in=self.limit(entry, path, "in"), limits_out=self.limit(entry, path, "out"))
 
     def users(self, entry, path):
@@ -1328,9 +1328,9 @@ class _Reader:
         for k, name in enumerate(to):
             if name not in peers:
                 self.fail(path + ("to", k), _unknown("peer", name, list(peers), "[[peer]]"))
-            if not peers[name].gateways:
-                self.fail(path + ("to", k),
-                          f"peer {_show(name)} has no gateways to send calls to")
+            if not peers[name].gateways and not peers[name].users:
+                self.fail(path + ("to", k), f"peer {_show(name)} has no gateways to send "
+                          "calls to (nor users that could register)")
         self.once(to, path, "to")
         weights = self.integers(entry, path, "weights", (), 0, 65535)
         if weights and len(weights) != len(to):

@@ -55,13 +55,13 @@ DROP_REASONS = frozenset(
         "no_tls_client",
         "unparseable",
         "broadcast",
-        "acl",
-        "rate_limit",
+        "unknown_source",
+        "scanner",
         "banned",
         "other",
     }
 )
-REJECT_REASONS = frozenset({"per_ip_limit", "total_limit"})
+REJECT_REASONS = frozenset({"per_ip_limit", "total_limit", "banned"})
 TIMEOUT_REASONS = ("idle", "slow_header")
 
 
@@ -230,6 +230,7 @@ class Metrics:
                 self.connections_timed_out.labels(transport, reason)
 
         self.calls = CallMetrics(r)
+        self.security = SecurityMetrics(r)
         self.media = _MediaCollector()
         r.register(self.media)
 
@@ -301,6 +302,42 @@ class Metrics:
         self.connections_rejected.labels(
             _one_of(transport, TRANSPORTS), _one_of(reason, REJECT_REASONS)
         ).inc()
+
+
+class SecurityMetrics:
+    """Admission: bans, authentication, call refusals, overload."""
+
+    def __init__(self, registry):
+        r = registry
+        self.bans = Counter(
+            "sbc_bans_total",
+            "Source addresses banned, by why (auth_failures, rate, manual).",
+            ["why"], registry=r)
+        self.auth_failures = Counter(
+            "sbc_auth_failures_total",
+            "Digest authentications of PBXs that failed, by reason (no_credentials is "
+            "the first try every client makes; wrong_password and unknown_user are "
+            "one reason to the peer, two here).",
+            ["reason"], registry=r)
+        self.refusals = Counter(
+            "sbc_call_refusals_total",
+            "New calls refused by admission control, by peer, direction (in: calls "
+            "from it, out: to it) and limit (cps, calls, overload_lag, overload_calls).",
+            ["peer", "direction", "limit"], registry=r)
+        self.bans_active = Gauge("sbc_bans_active", "Source addresses banned now.",
+                                 registry=r)
+        self.registrations = Gauge("sbc_registrations_active",
+                                   "Contacts registered by PBXs with digest accounts.",
+                                   registry=r)
+        self.lag = Gauge("sbc_event_loop_lag_seconds",
+                         "Smoothed event-loop lag: how late a 100 ms timer fires.",
+                         registry=r)
+
+    def track(self, bans_active, registrations, lag):
+        """Gauges read when scraped, from callables."""
+        self.bans_active.set_function(bans_active)
+        self.registrations.set_function(registrations)
+        self.lag.set_function(lag)
 
 
 # Post-dial delay and call duration buckets, in seconds.

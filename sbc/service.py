@@ -31,6 +31,7 @@ from .net.resolve import Resolver
 from .routing import numbers
 from .routing.srv import parse_server
 from .routing.tables import Router
+from .net.security import Security
 from .net.sip import SIPService
 from .net.tls import client_context, ensure_self_signed, server_context
 from .sip.stack import Stack
@@ -122,6 +123,7 @@ class Trunking(service.Service):
                                  transports=transports)
         rng = random.Random()
         stack.calls = Calls(stack, Router(config, rng), numbers, config.b2bua, stack.ids)
+        self.security = Security(stack, config, metrics, state, reactor)
         self.rng = rng
         self.relay = None
         self.ng = None
@@ -193,6 +195,8 @@ class Trunking(service.Service):
             state = "up" if type(effect) is GatewayUp else "down"
             log.warn("gateway {uri} is {state}", uri=effect.uri, state=state)
             return
+        if self.security.event(effect):
+            return
         if type(effect) is MediaRequest:
             self._media_request(effect)
             return
@@ -207,6 +211,7 @@ class Trunking(service.Service):
         calls = self.stack.calls
         calls.router = Router(config, calls.router.rng)
         calls.settings = config.b2bua
+        self.security.reload(config)
         if _upkept(config) != self._upkept:
             # registrations or probes changed: unregister the old, start the new
             now = self.reactor.seconds()
@@ -222,10 +227,12 @@ class Trunking(service.Service):
         self.store = self.recorder.store = CDRStore.in_state_dir(self.state, self.reactor)
         if self.ng is not None:
             self.ng.start()
+        self.security.start(self.sip.execute)
         self.sip.execute(self.upkeep.start(self.reactor.seconds()))
 
     def stopService(self):
         super().stopService()
+        self.security.stop()
         if self.relay is not None:
             self.relay.close()
         self.sip.execute(self.upkeep.stop(self.reactor.seconds()))
@@ -263,6 +270,9 @@ def make_service(config: cfg.Config, reactor, environ=None, metrics=None):
     trunking.sip = sip
     sip.on_event = trunking.event
     trunking.setServiceParent(top)
+    control = trunking.security.control()
+    control.setName("control")
+    control.setServiceParent(top)
     if config.metrics.enabled:
         site = metrics_site(metrics.registry)
         site.noisy = False

@@ -13,6 +13,7 @@ and return effects; it sends through the stack (`stack.request`,
 """
 
 import ipaddress
+import re
 from dataclasses import dataclass
 from functools import lru_cache
 from heapq import heappop, heappush
@@ -23,7 +24,8 @@ from ..sip import headers as h
 from ..sip.effects import Peer, Send
 from ..sip.digest import apply_credentials
 from .media import Command, MediaReject
-from ..sip.message import Request, make_response
+from .rules import Context, privacy
+from ..sip.message import Request, Response, make_response
 from ..routing.numbers import map_user, quote_user, uri_number
 from ..sip.uri import parse_uri
 
@@ -102,6 +104,19 @@ class AttemptFailed:
 
 
 @dataclass(frozen=True, slots=True)
+class Refused:
+    """A call refused by admission control: `limit` is cps, calls, lag..."""
+
+    peer: str
+    direction: str
+    limit: str
+
+
+def _retry_after(refusal):
+    return (("Retry-After", str(refusal.retry_after)),) if refusal.retry_after else ()
+
+
+@dataclass(frozen=True, slots=True)
 class MediaRequest:
     """Send `params` to the media backend; its reply goes to
     `Calls.media_done(call, reply, now)` (no reply wanted when `call` is None)."""
@@ -140,6 +155,20 @@ class _Resolution:
 
     def resolved(self, addresses, now):
         return self.calls.resolved(self.call, self.target, addresses, now)
+
+
+_TAG = re.compile(r";\s*tag\s*=\s*[^;>\s]*", re.I)
+
+
+def _clone(msg):
+    """A copy of `msg` that header rules may edit (the original stays as received)."""
+    if isinstance(msg, Request):
+        copy = Request(msg.method, msg.uri)
+    else:
+        copy = Response(msg.status, msg.reason)
+    copy.headers = list(msg.headers)
+    copy.body = msg.body
+    return copy
 
 
 def _numeric(host):
@@ -206,7 +235,7 @@ class Call:
     __slots__ = ("id", "a", "b", "source", "decision", "targets", "state", "start", "ringing",
                  "answer", "end", "final_code", "hangup_by", "reason", "attempts", "caller_in",
                  "callee_in", "caller_out", "callee_out", "cancelled", "timers", "b_legs",
-                 "reinvite", "dests", "tried", "media", "step", "steps")
+                 "reinvite", "dests", "tried", "media", "step", "steps", "admitted", "refusal")
 
     def __init__(self, call_id, source, decision, now):
         self.id = call_id
@@ -221,6 +250,8 @@ class Call:
         self.media = None       # CallMedia when media is anchored
         self.step = None        # the _Step the media backend is working on
         self.steps = []         # _Steps queued behind it, run in order
+        self.admitted = []      # (peer name, direction) slots held in admission control
+        self.refusal = None     # the last admission Refusal of a target
         self.state = "calling"  # calling, early, answered, confirmed, ending, ended
         self.start = now
         self.ringing = None
@@ -275,6 +306,8 @@ class Calls:
         self.active = {}            # call id -> Call
         self.available = None       # target -> bool: gateways known to be down are skipped
         self.media = None           # call -> CallMedia (anchoring on), or None: SDP passes through
+        self.admission = None       # sbc.admission.Admission: CPS and call limits per peer
+        self.overload = None        # sbc.admission.Overload: refuse new calls when behind
         self._heap = []
         self._seq = count()
         extra = {name.lower() for name in getattr(settings, "header_allow", ())}
@@ -316,10 +349,17 @@ class Calls:
         claims the source (the stack answers it as before)."""
         req = event.request
         source = self.router.classify(event.source.host)
+        early = []
         if source is None:
             if not getattr(self.router, "peers", None):
                 return None  # no trunking configured: the stack answers as a plain UAS
-            return self.stack.respond(event.txn, self._reply(req, 403, "Forbidden"), now)
+            guard = self.stack.guard
+            if guard is None or guard.auth is None:
+                return self.stack.respond(event.txn, self._reply(req, 403, "Forbidden"), now)
+            source, reject, early = guard.authenticate(req, event.source, now)
+            if source is None:
+                reply = self._reply(req, reject.status, reject.reason, reject.headers)
+                return early + self.stack.respond(event.txn, reply, now)
         if getattr(source, "tls", "optional") == "required" and event.source.transport != "tls":
             return self.stack.respond(event.txn, self._reply(req, 403, "TLS Required"), now)
         try:
@@ -329,15 +369,31 @@ class Calls:
             return self.stack.respond(event.txn, self._reply(req, 400, e.reason), now)
         if req.max_forwards == 0:
             return self.stack.respond(event.txn, self._reply(req, 483, "Too Many Hops"), now)
+        if self.overload is not None:
+            refusal = self.overload.check(len(self.active))
+            if refusal is not None:  # shed load before doing any work for it
+                return early + [Refused(source.name, "in", "overload_" + refusal.limit)] + \
+                    self.stack.respond(
+                    event.txn, self._reply(req, refusal.status, refusal.reason,
+                                           _retry_after(refusal)), now)
         decision = self.router.route(source, callee_in, self.available)
         call = Call(self.ids.call_id(), source, decision, now)
         call.callee_in, call.caller_in = callee_in, caller_in
-        if decision.reject is not None:
-            # refused by routing: answered here, and still one CDR for it
-            status, reason = decision.reject
+        refusal = decision.reject
+        if refusal is None and self.admission is not None:
+            refusal = self.admission.admit(source.name, "in", now)
+            if refusal is None:
+                call.admitted.append((source.name, "in"))
+            else:
+                early.append(Refused(source.name, "in", refusal.limit))
+                refusal = (refusal.status, refusal.reason, _retry_after(refusal))
+        if refusal is not None:
+            # refused by routing or admission: answered here, and still one CDR for it
+            status, reason, *headers = refusal
             call.a.call_id = req.call_id
             call.final_code = status
-            out = self.stack.respond(event.txn, self._reply(req, status, reason), now)
+            reply = self._reply(req, status, reason, headers[0] if headers else ())
+            out = early + self.stack.respond(event.txn, reply, now)
             return out + self._finish(call, "sbc", "rejected", now)
         a = call.a
         a.call_id = req.call_id
@@ -358,7 +414,7 @@ class Calls:
         if self.media is not None:
             call.media = self.media(call)
         self._at(call, now + TIMER_C, "no_answer")
-        return [CallStarted(call)] + self._next_target(call, now)
+        return early + [CallStarted(call)] + self._next_target(call, now)
 
     def _next_target(self, call, now):
         """Send the B INVITE to the next target, or give up. A gateway named by
@@ -368,12 +424,27 @@ class Calls:
             target, dest = call.dests.pop(0)
             return self._attempt(call, target, dest, now)
         if not call.targets:
+            if call.refusal is not None and not call.attempts:
+                refusal = call.refusal  # every target over its limit
+                return self._give_up(call, refusal.status, "rejected", now, refusal.reason,
+                                     _retry_after(refusal))
             status = call.final_code if call.final_code and call.final_code >= 300 else 503
             return self._give_up(call, status, "failover_exhausted" if call.tried else "rejected",
                                  now)
+        target = call.targets[0]
+        if self.admission is not None and (target.peer.name, "out") not in call.admitted:
+            refusal = self.admission.admit(target.peer.name, "out", now)
+            if refusal is not None:
+                call.refusal = refusal
+                call.targets = [t for t in call.targets if t.peer is not target.peer]
+                return [Refused(target.peer.name, "out", refusal.limit)] + \
+                    self._next_target(call, now)
+            self._release(call, "out")  # failed over from another peer: its slot is free
+            call.admitted.append((target.peer.name, "out"))
         target = call.tried = call.targets.pop(0)
+        dest = getattr(target.gateway, "dest", None)  # a registered contact: where it registered from
         try:
-            dest = gateway_peer(target.gateway.uri)
+            dest = dest or gateway_peer(target.gateway.uri)
         except ParseError:
             return self._next_target(call, now)
         if not _numeric(dest.host):
@@ -410,6 +481,9 @@ class Calls:
         req = b.request("INVITE")
         req.headers.append(("contact", "Contact", f"<sip:sbc@{me};transport={dest.transport}>"))
         self._copy(a.invite, req, call.source, target.peer)
+        self._out(req, target.peer, call.source)
+        if not getattr(target.peer, "trusted", True) or getattr(target.peer, "header_rules", None):
+            b.local = _TAG.sub("", req.get("from"))  # later requests say what the INVITE said
         try:
             mf = a.invite.max_forwards
         except ParseError:
@@ -474,9 +548,15 @@ class Calls:
             out += self._run_step(call, call.steps.pop(0), now)
         return out
 
-    def _copy(self, src, dst, from_peer, to_peer):
+    def _copy(self, src, dst, from_peer, to_peer, rules_in=True):
         """Body and allowed headers from one leg's message to the other's,
-        numbers in identity headers normalized for the receiving peer."""
+        numbers in identity headers normalized for the receiving peer. The
+        sending peer's "in" header rules see (a copy of) `src` first."""
+        rules = getattr(from_peer, "header_rules", None)
+        if rules_in and rules:
+            src = _clone(src)
+            rules.apply(src, Context(from_peer.name, "in", from_peer.trusted,
+                                     getattr(to_peer, "name", None)))
         allow = self.cross
         extra = set()
         for peer in (from_peer, to_peer):
@@ -497,6 +577,19 @@ class Calls:
         else:
             dst.headers.append(("content-length", "Content-Length", "0"))
 
+    @staticmethod
+    def _out(msg, to_peer, from_peer):
+        """Last edits before `msg` leaves for `to_peer`: privacy (RFC 3323/3325)
+        and its "out" header rules."""
+        if to_peer is None:
+            return
+        if not getattr(to_peer, "trusted", True):
+            privacy(msg, False)
+        rules = getattr(to_peer, "header_rules", None)
+        if rules:
+            rules.apply(msg, Context(to_peer.name, "out", to_peer.trusted,
+                                     getattr(from_peer, "name", None)))
+
     def _renumber(self, value, from_peer, to_peer):
         """An identity header (PAI, Diversion) with its number as `to_peer` wants it."""
         try:
@@ -515,6 +608,11 @@ class Calls:
             return []
         resp = event.response
         call = leg.call
+        peer = call.target_peer if leg.role == "b" else call.source
+        rules = getattr(peer, "header_rules", None)
+        if rules:
+            other = call.source if leg.role == "b" else call.target_peer
+            rules.apply(resp, Context(peer.name, "in", peer.trusted, getattr(other, "name", None)))
         method = event.txn.method
         if method == "INVITE" and leg is leg.call.b and event.txn is leg.invite_txn:
             return self._b_invite_response(call, leg, resp, now)
@@ -769,13 +867,14 @@ class Calls:
             host, port = self.stack.local.get(dest.transport, ("127.0.0.1", 5060))
             out.headers.append(("contact", "Contact",
                                 f"<sip:sbc@{_hostport(host, port)};transport={dest.transport}>"))
-        if status_only:
-            out.headers.append(("content-length", "Content-Length", "0"))
-            return out
         call = from_leg.call
         peers = (call.target_peer, call.source) if from_leg.role == "b" else (call.source,
                                                                               call.target_peer)
-        self._copy(resp, out, *peers)
+        if status_only:
+            out.headers.append(("content-length", "Content-Length", "0"))
+        else:
+            self._copy(resp, out, *peers, rules_in=False)  # applied when it arrived
+        self._out(out, peers[1], peers[0])
         return out
 
     # -- ACK, CANCEL, BYE and other in-dialog requests ------------------------------
@@ -893,6 +992,7 @@ class Calls:
         peers = (call.source, call.target_peer) if leg.role == "a" else (call.target_peer,
                                                                          call.source)
         self._copy(req, relay, *peers)
+        self._out(relay, peers[1], peers[0])
         if not req.body or call.media is None or method not in ("INVITE", "UPDATE"):
             return self._forward(other, relay, event.txn, now)
 
@@ -962,7 +1062,7 @@ class Calls:
         return self._hangup(call, "sbc", "no_ack", now)
 
     # -- endings --------------------------------------------------------------------------
-    def _give_up(self, call, status, reason, now, phrase=None):
+    def _give_up(self, call, status, reason, now, phrase=None, headers=()):
         """No B leg answered: final failure to the caller."""
         if call.state not in ("calling", "early"):
             return []
@@ -972,7 +1072,7 @@ class Calls:
         call.final_code = status
         if not call.cancelled:
             out += self.stack.respond(call.a.invite_txn,
-                                      self._reply(call.a.invite, status, phrase), now)
+                                      self._reply(call.a.invite, status, phrase, headers), now)
         return out + self._finish(call, "sbc", reason, now)
 
     def _hangup(self, call, by, reason, now, skip=None):
@@ -999,6 +1099,7 @@ class Calls:
         call.reason = call.reason or reason
         call.timers.clear()
         out = [CallEnded(call)]
+        self._release(call)
         if call.media is not None:
             command = call.media.close()
             if command is not None:
@@ -1009,8 +1110,22 @@ class Calls:
         self.active.pop(call.id, None)
         return out
 
-    def _reply(self, request, status, reason):
-        extra = [("Server", self.stack.server_header)] if self.stack.server_header else []
+    def _release(self, call, direction=None):
+        """Give back the call's admission slots (those of `direction` only if given)."""
+        if self.admission is None:
+            return
+        kept = []
+        for peer, way in call.admitted:
+            if direction is None or way == direction:
+                self.admission.release(peer, way)
+            else:
+                kept.append((peer, way))
+        call.admitted = kept
+
+    def _reply(self, request, status, reason, headers=()):
+        extra = list(headers)
+        if self.stack.server_header:
+            extra.append(("Server", self.stack.server_header))
         try:
             tag = None if request.to_tag else self.ids.tag()
         except ParseError:

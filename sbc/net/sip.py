@@ -189,6 +189,10 @@ class SIPService(service.Service):
 
     # -- bytes in -----------------------------------------------------------------
     def receive(self, data, source, datagram):
+        guard = self.stack.guard
+        if guard is not None and guard.bans.banned(source.host, self.reactor.seconds()):
+            self.metrics.drop(source.transport, "banned")  # before any parsing
+            return
         try:
             msg = parse(data, self.limits, datagram)
         except ParseError as e:
@@ -267,6 +271,10 @@ class SIPService(service.Service):
 
     # -- connection bookkeeping ------------------------------------------------
     def admit(self, kind, host):
+        guard = self.stack.guard
+        if guard is not None and guard.bans.banned(host, self.reactor.seconds()):
+            self.metrics.connection_rejected(kind, "banned")
+            return False
         if len(self.conns) >= self.tcp.max_connections:
             self.metrics.connection_rejected(kind, "total_limit")
             return False

@@ -204,6 +204,7 @@ class Router:
         self.peers = {peer.name: peer for peer in peers}
         self.tables = {table.name: _Table(table) for table in getattr(config, "tables", ())}
         self._groups = {peer.name: _priority_groups(peer.gateways) for peer in peers}
+        self.registered = None  # peer -> [gateway-like with .dest]: its live registrations
         self._sources = {4: [], 6: []}  # version -> [(shift, {network >> shift: peer})]
         for peer in peers:
             for source in peer.sources:
@@ -296,7 +297,11 @@ class Router:
             if peer is None:
                 continue
             number_out = denormalize_out(number, peer)
-            for group in self._groups[name]:
+            groups = self._groups[name]
+            if not groups and self.registered is not None:
+                # a PBX reached where it registered from, most recent binding first
+                groups = [[contact] for contact in self.registered(peer)]
+            for group in groups:
                 for gateway in self._order(group):
                     target = Target(peer, gateway, number_out)
                     if available is None or available(target):

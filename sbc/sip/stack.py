@@ -98,6 +98,7 @@ class Stack:
         self.transactions = tx.Transactions(new_branch=ids.branch, new_tag=ids.tag,
                                             t1=t1, t2=t2, t4=t4)
         self.calls = None  # the B2BUA (sbc.b2bua.call.Calls) once trunking is configured
+        self.guard = None  # sbc.admission.guard.Guard: who may talk to us at all
         self.timed = []    # more transaction users with next_deadline()/expire(now)
 
     # -- inputs -------------------------------------------------------------------
@@ -106,6 +107,11 @@ class Stack:
             if not check_response(msg):
                 return [Drop("unparseable", source.transport)]
             return self._up(self.transactions.response_received(msg, source, now), source, now)
+        guard = self.guard
+        if guard is not None:
+            stop = guard.screen(msg, source, now)
+            if stop is not None:
+                return self._screened(msg, stop, source)
         reject = check_request(msg, self.limits)
         if reject is not None:
             return self._reject(msg, reject, source)
@@ -234,28 +240,48 @@ class Stack:
                 result = [Failed(e)]
             if result is not None:
                 return result
+        extra = []
         try:
-            verdict = answer(req, self.ids.nonce)
+            verdict = None
+            if req.method == "REGISTER" and self.guard is not None:
+                verdict, extra = self.guard.register(req, event.source, now)
+            if verdict is None:
+                verdict = answer(req, self.ids.nonce)
         except ParseError as e:
             verdict = Reject(e.status, e.reason)
         resp = self._response(req, verdict)
-        return self._up(self.transactions.send_response(event.txn, resp, now), event.source, now)
+        return extra + self._up(self.transactions.send_response(event.txn, resp, now),
+                                event.source, now)
 
-    def _response(self, req, verdict):
+    def _response(self, req, verdict, server=True):
         try:
             to_tag = self.ids.tag() if req.to.tag is None else None
         except ParseError:
             to_tag = None  # an unparseable To gets no tag; the answer is a 4xx anyway
         extra = list(verdict.headers)
-        if self.server_header:
+        if self.server_header and server:
             extra.append(("Server", self.server_header))
         return make_response(req, verdict.status, verdict.reason, to_tag=to_tag, extra=extra)
 
-    def _reject(self, req, verdict, source):
+    def _reject(self, req, verdict, source, server=True):
         """Answer a bad request statelessly; an ACK is never answered."""
-        if req.method == "ACK" or req.get("via") is None:
+        try:
+            via = req.get("via")
+        except ParseError:
+            via = None
+        if req.method == "ACK" or via is None:
             return [Drop("unparseable", source.transport)]  # no Via: nothing could match a reply
         dest = reply_to(req, source)
         if _never_send_to(dest.host):
             return [Drop("broadcast", source.transport)]
-        return [Send(self._response(req, verdict), dest)]
+        return [Send(self._response(req, verdict, server), dest)]
+
+    def _screened(self, req, effects, source):
+        """What the guard decided; a Reject is answered bare (no Server header:
+        an unknown source learns nothing about what answers)."""
+        if type(effects[0]) is not Reject:
+            return effects
+        try:
+            return self._reject(req, effects[0], source, server=False)
+        except ParseError:
+            return [Drop("unparseable", source.transport)]

@@ -55,6 +55,12 @@ EXPECTED = {
     "sbc_media_trunk_packets_received_total": ("counter", {"trunk"}),
     "sbc_media_trunk_packets_lost_total": ("counter", {"trunk"}),
     "sbc_media_jitter_seconds": ("histogram", {"trunk"}),
+    "sbc_bans_total": ("counter", {"why"}),
+    "sbc_bans_active": ("gauge", set()),
+    "sbc_auth_failures_total": ("counter", {"reason"}),
+    "sbc_call_refusals_total": ("counter", {"peer", "direction", "limit"}),
+    "sbc_registrations_active": ("gauge", set()),
+    "sbc_event_loop_lag_seconds": ("gauge", set()),
 }
 
 
@@ -136,6 +142,9 @@ class DefinitionTests(unittest.TestCase):
         m.calls.ended("carrier", "outbound", True, 1.5, 30.0)
         m.calls.media_quality("carrier", 1000, 3, 0.004)
         m.calls.backend.labels("offer", "ok").inc()
+        m.security.bans.labels("rate").inc()
+        m.security.auth_failures.labels("wrong_password").inc()
+        m.security.refusals.labels("carrier", "out", "cps").inc()
         m.calls.track(lambda: [("carrier", "outbound")], lambda: [("carrier", "sip:gw", True)],
                       lambda: [("carrier", "registered")])
         for name, (kind, labels) in EXPECTED.items():

@@ -650,7 +650,7 @@ class TableErrorTests(ErrorCase):
         self.assertError(PBX + '[[peer]]\nname = "b"\nkind = "trunk"\n[[table]]\nname = "t"\n'
                          'rules = [{ number = "*", to = ["b"] }]\n',
                          'sbc.toml:13: table[0].rules[0].to[0]: peer "b" has no gateways to '
-                         'send calls to')
+                         'send calls to (nor users that could register)')
 
     def test_duplicate_target(self):
         """A peer listed twice would be tried twice."""
