@@ -5,6 +5,8 @@
     sbc reload [--config FILE] [--state-dir DIR]  validate, then SIGHUP the running sbc
     sbc route [--config FILE] --from PEER_OR_IP NUMBER   dry-run the routing
     sbc cdr [--state-dir DIR] [filters]        list call detail records
+    sbc bans [list | add IP [--seconds N] | lift IP]   the running sbc's bans
+    sbc explain --peer P --direction in|out FILE     a peer's header rules on a message
     sbc version
 """
 
@@ -39,6 +41,14 @@ def _parser():
     cdr.add_argument("--config", "-c", default="/etc/sbc/sbc.toml")
     cdr.add_argument("--state-dir", help="where the running sbc keeps cdr.sqlite3")
     add_arguments(cdr)
+    from . import banscli, explain
+    bans = sub.add_parser("bans", help="list, add or lift bans of the running sbc")
+    bans.add_argument("--config", "-c", default="/etc/sbc/sbc.toml")
+    bans.add_argument("--state-dir", help="where the running sbc keeps control.sock")
+    banscli.add_arguments(bans)
+    ex = sub.add_parser("explain", help="show what a peer's header rules do to a sample message")
+    ex.add_argument("--config", "-c", default="/etc/sbc/sbc.toml")
+    explain.add_arguments(ex)
     sub.add_parser("version", help="print the version")
     return p
 
@@ -57,6 +67,13 @@ def main(argv=None):
     if args.command == "cdr":
         from .cdrcli import run as cdr_run
         return cdr_run(args, _state_dir(args.state_dir, args.config), sys.stdout)
+    if args.command == "bans":
+        from .banscli import run as bans_run
+        return bans_run(args, _state_dir(args.state_dir, args.config), sys.stdout, sys.stderr)
+    if args.command == "explain":
+        from .explain import main as explain_main
+        config = _load(args.config)
+        return 1 if config is None else explain_main(args, config)
     return run(args)
 
 
