@@ -16,7 +16,7 @@ from twisted.web import pages
 from twisted.web.resource import EncodingResourceWrapper, Resource
 from twisted.web.server import GzipEncoderFactory, Site
 
-__all__ = ["HealthResource", "MetricsResource", "metrics_site"]
+__all__ = ["HealthResource", "MetricsResource", "QuietSite", "metrics_site"]
 
 
 class _WithoutCreated:
@@ -78,8 +78,9 @@ class _Root(_Page):
         return pages.notFound().render(request)
 
 
-class _QuietSite(Site):
-    """No access log: a scrape every few seconds is not news."""
+class QuietSite(Site):
+    """No access log: a scrape every few seconds is not news (the control
+    socket logs what it changes itself)."""
 
     noisy = False
 
@@ -94,6 +95,6 @@ def metrics_site(registry):
         b"metrics", EncodingResourceWrapper(MetricsResource(registry), [GzipEncoderFactory()])
     )
     root.putChild(b"healthz", HealthResource())
-    site = _QuietSite(root)
+    site = QuietSite(root)
     site.displayTracebacks = False
     return site

@@ -24,11 +24,11 @@ from twisted.application import internet
 from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.resource import Resource
-from twisted.web.server import Site
 
 from ..admission import Admission, Overload
 from ..admission.guard import AuthFailed, Banned, Guard, Persist, Unbanned
 from ..b2bua.call import Refused
+from .http import QuietSite
 
 log = Logger(namespace="sbc.security")
 LAG_INTERVAL = 0.1  # s between event-loop lag samples
@@ -159,8 +159,8 @@ class Security:
         """The twisted service of STATE_DIR/control.sock."""
         root = Resource()
         root.putChild(b"bans", _BansResource(self))
-        site = Site(root)
-        site.noisy = False
+        site = QuietSite(root)
+        site.displayTracebacks = False
         path = os.path.join(self.state, "control.sock")
         if os.path.exists(path):
             os.unlink(path)  # left by a previous run
