@@ -196,6 +196,7 @@ class Peer:
     tls: str = "optional"        # required: signalling with this peer only over TLS
     sdes_over_udp: bool = False  # SDES keys may go over unencrypted signalling
     users: tuple[User, ...] = ()  # digest accounts; calls/REGISTERs authenticated as one are ours
+    tls_names: tuple[str, ...] = ()  # names in a verified TLS client certificate that identify it
     trusted: bool = True         # in our trust domain: PAI and Privacy kept towards it (RFC 3325)
     limits_in: Limit = Limit()   # calls from this peer
     limits_out: Limit = Limit()  # calls to this peer
@@ -359,7 +360,7 @@ SCHEMA = {
               "session_expires", "min_se", "header_allow"),
     "peer": ("name", "kind", "sources", "table", "gateways", "auth", "register",
              "probe", "numbers", "rewrite", "codecs", "headers", "srtp", "sdes_over_udp",
-             "tls", "users", "trusted", "limits", "header_rules"),
+             "tls", "users", "tls_names", "trusted", "limits", "header_rules"),
     "peer.users": ("username", "password"),
     "peer.limits": ("in", "out"),
     "peer.limits.in": ("cps", "burst", "max_calls", "status", "retry_after"),
@@ -753,6 +754,7 @@ class _Reader:
             metrics=metrics, timers=self.timers(doc), limits=self.limits(doc),
             tcp=self.tcp(doc), b2bua=self.b2bua(doc), dns=self.dns(doc),
             media=self.media(doc), admission=self.admission(doc))
+        self._verify_peer = config.tls.verify_peer
         peers = self.peers(peers)
         tables = self.routing(tables, peers)
         return _replace(config, peers=peers, tables=tables)
@@ -1058,6 +1060,7 @@ class _Reader:
             out.append(peer)
         self.overlaps(out)
         self.accounts(out)
+        self.certificates(out)
         for i, (entry, peer) in enumerate(zip(entries, out)):
             try:
                 rules = compile_rules(entry.get("header_rules", []), peers=names)
@@ -1065,6 +1068,19 @@ class _Reader:
                 self.fail(("peer", i) + tuple(getattr(e, "path", ()) or ("header_rules",)), e.why)
             out[i] = _replace(peer, header_rules=rules)
         return tuple(out)
+
+    def certificates(self, peers):
+        """A certificate name identifies one peer, and only verified certificates count."""
+        owner = {}
+        for i, peer in enumerate(peers):
+            for j, name in enumerate(peer.tls_names):
+                if not self._verify_peer:
+                    self.fail(("peer", i, "tls_names", j), "needs tls.verify_peer = true "
+                              "(and tls.ca): unverified certificates identify nobody")
+                k = owner.setdefault(name, i)
+                if k != i:
+                    self.fail(("peer", i, "tls_names", j),
+                              f"{_show(name)} already identifies peer {_show(peers[k].name)}")
 
     def accounts(self, peers):
         """A digest username names one peer."""
@@ -1099,8 +1115,17 @@ class _Reader:
             srtp=self.choice(entry, path, "srtp", "optional", ("required", "optional", "off")),
             sdes_over_udp=self.boolean(entry, path, "sdes_over_udp", False),
             tls=self.tls_policy(entry, path, gateways),
-            users=self.users(entry, path), trusted=self.boolean(entry, path, "trusted", True),
+            users=self.users(entry, path), tls_names=self.tls_names(entry, path),
+            trusted=self.boolean(entry, path, "trusted", True),
             limits_in=self.limit(entry, path, "in"), limits_out=self.limit(entry, path, "out"))
+
+    def tls_names(self, entry, path):
+        names = self.strings(entry, path, "tls_names")
+        for i, name in enumerate(names):
+            if not _is_hostname(name.rstrip(".")):
+                self.fail(path + ("tls_names", i), f"must be a DNS name, got {_show(name)}")
+        self.once(names, path, "tls_names", str.lower)
+        return tuple(n.lower().rstrip(".") for n in names)
 
     def users(self, entry, path):
         out = []

@@ -210,6 +210,7 @@ class Trunking(service.Service):
     def reload(self, config):
         calls = self.stack.calls
         calls.router = Router(config, calls.router.rng)
+        calls.router.cert_names = self.sip.cert_names
         calls.settings = config.b2bua
         self.security.reload(config)
         if _upkept(config) != self._upkept:
@@ -227,6 +228,7 @@ class Trunking(service.Service):
         self.store = self.recorder.store = CDRStore.in_state_dir(self.state, self.reactor)
         if self.ng is not None:
             self.ng.start()
+        self.stack.calls.router.cert_names = self.sip.cert_names
         self.security.start(self.sip.execute)
         self.sip.execute(self.upkeep.start(self.reactor.seconds()))
 

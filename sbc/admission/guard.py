@@ -79,8 +79,9 @@ class Registered:
 
 
 class Guard:
-    def __init__(self, config, classify, secret, random_bytes):
-        """`config` is sbc.config.Config; `classify(host)` the router's peer by CIDR."""
+    def __init__(self, config, identify, secret, random_bytes):
+        """`config` is sbc.config.Config; `identify(source)` the router's peer of a
+        source (by address or TLS client certificate)."""
         self.secret = secret
         self.random_bytes = random_bytes
         self.bans = None
@@ -89,14 +90,14 @@ class Guard:
         self.trusted = {}   # host -> until: authenticated lately
         self.dialogs = {}   # the B2BUA's (Call-ID, tag) -> leg, for in-dialog requests
         self._prune = None
-        self.configure(config, classify, 0.0)
+        self.configure(config, identify, 0.0)
 
-    def configure(self, config, classify, now):
+    def configure(self, config, identify, now):
         """Take a (re)loaded config; bans, registrations and nonces in use are
         kept. Returns the bans the new exemptions lifted, as effects."""
         admission = config.admission
         self.unknown = admission.unknown
-        self.classify = classify
+        self.identify = identify
         self.allow = netaddr.IPSet(admission.allow)
         self.scanners = Scanners(admission.scanners) if admission.scanners else None
         self.active = bool(config.peers)  # a bare SIP core answers everyone
@@ -142,7 +143,7 @@ class Guard:
                 agent = None
             if agent and self.scanners.match(agent):
                 return [Drop("scanner", source.transport)]
-        if not self.active or self.known(host, now):
+        if not self.active or self.known(source, now):
             return None
         ban = self.bans.seen(host, now)
         if ban is not None:
@@ -160,8 +161,9 @@ class Guard:
             return [Reject(403, "Forbidden")]
         return [Drop("unknown_source", source.transport)]
 
-    def known(self, host, now):
-        if self.classify(host) is not None or host in self.allow:
+    def known(self, source, now):
+        host = source.host
+        if self.identify(source) is not None or host in self.allow:
             return True
         until = self.trusted.get(host)
         return until is not None and until > now

@@ -348,7 +348,8 @@ class Calls:
         """A new out-of-dialog INVITE. Returns effects, or None if no peer
         claims the source (the stack answers it as before)."""
         req = event.request
-        source = self.router.classify(event.source.host)
+        identify = getattr(self.router, "identify", None)
+        source = identify(event.source) if identify else self.router.classify(event.source.host)
         early = []
         if source is None:
             if not getattr(self.router, "peers", None):

@@ -60,7 +60,7 @@ class Security:
         self.reactor = reactor
         self.rng = random.Random()
         calls = stack.calls
-        self.guard = Guard(config, calls.router.classify, secrets.token_bytes(32), os.urandom)
+        self.guard = Guard(config, calls.router.identify, secrets.token_bytes(32), os.urandom)
         self.guard.dialogs = calls.dialogs
         calls.router.registered = self._contacts
         stack.guard = self.guard
@@ -105,7 +105,7 @@ class Security:
     def reload(self, config):
         calls = self.stack.calls
         calls.router.registered = self._contacts
-        self.execute(self.guard.configure(config, calls.router.classify, self.reactor.seconds()))
+        self.execute(self.guard.configure(config, calls.router.identify, self.reactor.seconds()))
         calls.admission.configure(limits_of(config))
         calls.overload = _overload(config, self.rng)
 

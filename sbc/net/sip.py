@@ -17,7 +17,7 @@ from ..errors import ParseError
 from ..sip.effects import Drop, Peer, Send
 from ..sip.framing import PING, PONG, StreamFramer
 from ..sip.message import Request, parse
-from .tls import HandshakeTracking, is_handshake_failure
+from .tls import HandshakeTracking, is_handshake_failure, peer_names
 
 _ids = itertools.count(1)
 
@@ -56,6 +56,11 @@ class SIPStreamProtocol(HandshakeTracking, protocol.Protocol):
         self._idle = None
         self._slow = None
         self.queue = []  # bytes written before an outbound connection is up
+        self.cert_names = ()  # DNS names of the verified client certificate (TLS)
+
+    def handshakeCompleted(self):
+        super().handshakeCompleted()
+        self.cert_names = peer_names(self.transport)
 
     def connectionMade(self):
         self.sip.opened(self)
@@ -181,6 +186,11 @@ class SIPService(service.Service):
         for conn in list(self.conns.values()):
             conn.transport.abortConnection()
         return _all([port.stopListening() for port in self.ports])
+
+    def cert_names(self, conn_id):
+        """Names of the certificate the peer on connection `conn_id` presented."""
+        conn = self.conns.get(conn_id)
+        return conn.cert_names if conn is not None else ()
 
     def bound(self):
         """[(transport, address, port)] actually bound (port 0 resolved)."""

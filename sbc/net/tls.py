@@ -320,6 +320,26 @@ def client_context(
     return optionsForClientTLS(hostname, trustRoot=trust, extraCertificateOptions=extra)
 
 
+def peer_names(transport):
+    """The DNS names (subjectAltName, else the subject's CN) of the verified
+    certificate a TLS peer presented on `transport`; () without one."""
+    try:
+        cert = transport.getPeerCertificate()
+    except Exception:  # not TLS, or gone: no names is the safe answer
+        return ()
+    if cert is None:
+        return ()
+    crypto = cert.to_cryptography()
+    try:
+        sans = crypto.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+        names = sans.value.get_values_for_type(x509.DNSName)
+    except x509.ExtensionNotFound:
+        names = []
+    if not names:
+        names = [a.value for a in crypto.subject.get_attributes_for_oid(NameOID.COMMON_NAME)]
+    return tuple(n.lower().rstrip(".") for n in names if isinstance(n, str))
+
+
 # -- handshake failures -----------------------------------------------------
 
 

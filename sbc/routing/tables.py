@@ -205,6 +205,8 @@ class Router:
         self.tables = {table.name: _Table(table) for table in getattr(config, "tables", ())}
         self._groups = {peer.name: _priority_groups(peer.gateways) for peer in peers}
         self.registered = None  # peer -> [gateway-like with .dest]: its live registrations
+        self.cert_names = None  # conn id -> names of the TLS client certificate (the shell's)
+        self._by_name = {name: peer for peer in peers for name in getattr(peer, "tls_names", ())}
         self._sources = {4: [], 6: []}  # version -> [(shift, {network >> shift: peer})]
         for peer in peers:
             for source in peer.sources:
@@ -226,6 +228,18 @@ class Router:
             table = {}
             nets.append((shift, table))
         table.setdefault(int(net.network) >> shift, peer)
+
+    def identify(self, source):
+        """The peer a request from `source` (a Peer) comes from: its address in
+        a peer's `sources`, else a verified TLS client certificate naming one
+        of a peer's `tls_names`; None when neither."""
+        peer = self.classify(source.host)
+        if peer is None and self._by_name and source.transport == "tls" and self.cert_names:
+            for name in self.cert_names(source.conn):
+                peer = self._by_name.get(name)
+                if peer is not None:
+                    break
+        return peer
 
     def classify(self, host):
         """The peer that `host` (an IP address as text) belongs to, or None."""

@@ -28,6 +28,7 @@ from sbc.net.tls import (
     client_context,
     ensure_self_signed,
     is_handshake_failure,
+    peer_names,
     server_context,
 )
 
@@ -115,6 +116,7 @@ class Peer(HandshakeTracking, Protocol):
         self.received = b""
         self.version = None
         self.peer_cn = None
+        self.names = None
         self.reason = None
         self.lost = Deferred()
 
@@ -125,6 +127,7 @@ class Peer(HandshakeTracking, Protocol):
         if peer is not None:
             cn = peer.to_cryptography().subject.get_attributes_for_oid(NameOID.COMMON_NAME)
             self.peer_cn = cn[0].value
+        self.names = peer_names(self.transport)
         if self.greet:
             self.transport.write(b"ping")
 
@@ -493,6 +496,26 @@ class ServerHandshakeTests(LoopbackMixin, unittest.TestCase):
         )
         self.assertEqual(server.peer_cn, "pbx.example.net")
         self.assertEqual(server.received, b"ping")
+
+    @inlineCallbacks
+    def test_peer_names_of_client_cert(self):
+        """The names that identify a TLS peer come from its verified certificate:
+        subjectAltName DNS names, else the subject CN; none without a certificate."""
+        cert, key = self.server_pair()
+        ca = _make_ca()
+        ca_path = _write_cert(self.path(), ca[0])
+        seen = []
+        for issued in (_issue(ca, "cn.example.net", dns="PBX.example.net"),
+                       _issue(ca, "cn-only.example.net")):
+            _, server = yield self.exchange(
+                server_context(cert, key, ca=ca_path, verify_peer=True),
+                CappedClient(SSL.TLS1_3_VERSION, _write_cert(self.path(), issued[0]),
+                             _write_key(self.path(), issued[1])))
+            seen.append(server.names)
+        _, server = yield self.exchange(server_context(cert, key),
+                                        CappedClient(SSL.TLS1_3_VERSION))
+        seen.append(server.names)
+        self.assertEqual(seen, [("pbx.example.net",), ("cn-only.example.net",), ()])
 
     @inlineCallbacks
     def test_plaintext_on_tls_port(self):

@@ -295,6 +295,28 @@ class PeerErrorTests(ErrorCase):
                          'sbc.toml:8: peer[0].table: no table named "x"; no [[table]] is defined')
 
 
+class AdmissionErrorTests(ErrorCase):
+    def test_tls_names_need_verified_certificates(self):
+        """tls_names without tls.verify_peer would trust any certificate: refused."""
+        self.assertError(PBX + 'tls_names = ["pbx.example.net"]\n',
+                         'sbc.toml:8: peer[0].tls_names[0]: needs tls.verify_peer = true '
+                         '(and tls.ca): unverified certificates identify nobody')
+
+    def test_account_named_twice(self):
+        """A digest username belongs to one peer."""
+        self.assertError(PBX + 'users = [{ username = "u", password = "p" }]\n'
+                         '[[peer]]\nname = "b"\nkind = "pbx"\n'
+                         'users = [{ username = "u", password = "q" }]\n',
+                         'sbc.toml:12: peer[1].users[0].username: "u" is already an account '
+                         'of peer "pbx"')
+
+    def test_limit_status(self):
+        """A refusal status must be one a caller retries elsewhere or later."""
+        self.assertError(PBX + 'limits = { in = { status = 404 } }\n',
+                         'sbc.toml:8: peer[0].limits.in.status: must be an integer 480..503, '
+                         'got 404')
+
+
 class SourceErrorTests(ErrorCase):
     def test_not_a_network(self):
         """A source must be a network or an address."""

@@ -124,7 +124,7 @@ class Case(unittest.TestCase):
         router = Router(self.config, random.Random(1))
         calls = self.stack.calls = Calls(self.stack, router, numbers, self.config.b2bua,
                                          self.stack.ids)
-        self.guard = Guard(self.config, router.classify, b"k" * 32, lambda n: bytes(range(n)))
+        self.guard = Guard(self.config, router.identify, b"k" * 32, lambda n: bytes(range(n)))
         self.guard.dialogs = calls.dialogs
         router.registered = lambda peer: self.guard.contacts(peer, self.now)
         self.stack.guard = self.guard
@@ -192,6 +192,24 @@ class UnknownSourceTests(Case):
             out += self.feed(request("OPTIONS", PBX, call=f"p{n}"), PBX)
         self.assertEqual(self.of(out, Banned), [])
         self.assertEqual(len(self.sends(out, PBX)), 40)
+
+
+class CertificateTests(Case):
+    def test_tls_client_certificate_identifies_a_peer(self):
+        """Over TLS, a verified certificate naming a peer's tls_names makes an unknown
+        address that peer: its OPTIONS is answered and its INVITE routed."""
+        router = self.stack.calls.router
+        router._by_name = {"branch.example.net": self.config.peers[1]}  # "remote"
+        router.cert_names = lambda conn: {7: ("branch.example.net",)}.get(conn, ())
+        tls = Peer("tls", "198.51.100.9", 40000, 7)
+        other = Peer("tls", "198.51.100.9", 40001, 8)  # another connection, no certificate
+        self.assertIs(router.identify(tls), self.config.peers[1])
+        self.assertIsNone(router.identify(other))
+        [ok] = self.sends(self.feed(request("OPTIONS", tls, call="t1"), tls))
+        self.assertEqual(ok.status, 200)
+        [invite] = self.sends(self.feed(request("INVITE", tls, call="t2"), tls), GW)
+        self.assertEqual(invite.method, "INVITE")
+        self.assertEqual(self.sends(self.feed(request("OPTIONS", other, call="t3"), other)), [])
 
 
 class RejectTests(Case):
