@@ -118,7 +118,7 @@ class FloodTests(AdmissionTestCase):
         return AdmissionLab(port, extra="\n[admission.bans]\nmax_rate = 20\n")
 
     def test_flood_banned_while_calls_complete(self):
-        """A flood from an unknown address is banned once, by rate, while the PBX's calls keep completing."""
+        """A flood from an unknown address is banned once, by rate; the PBX's calls complete."""
         lab = self.lab
         before = lab.scrape()
         drops = _udp_drops(*lab.sip)
@@ -142,7 +142,8 @@ class FloodTests(AdmissionTestCase):
         self.assertEqual(flood.received(), [], "an unknown source got an answer")
 
         line, = lab.logged(f"sbc ban: {FLOODER} ")
-        self.assertRegex(line, rf"sbc ban: {re.escape(FLOODER)} banned for 600s: rate \(over 20/s\)$")
+        self.assertRegex(line, rf"sbc ban: {re.escape(FLOODER)} banned for 600s: "
+                               r"rate \(over 20/s\)$")
         self.assertEqual(self.grew(before, samples, "sbc_bans_total", why="rate"), 1)
         self.assertEqual(value(samples, "sbc_bans_active"), 1)
         banned = self.grew(before, samples, "sbc_sip_dropped_total", reason="banned")
@@ -174,7 +175,7 @@ class CPSTests(AdmissionTestCase):
         return AdmissionLab(port, peers={"pbx": limits})
 
     def test_exact_calls_admitted_under_cps(self):
-        """Of five calls sent back to back, the burst of three completes and two get 480 with Retry-After."""
+        """Of five calls back to back the burst of three completes, two get 480 and Retry-After."""
         lab = self.lab
         before = lab.scrape()
         carrier = self.uas("uas.xml", GW1, calls=3)
@@ -206,10 +207,11 @@ class ConcurrentTests(AdmissionTestCase):
 
     @classmethod
     def make_lab(cls, port):
-        return AdmissionLab(port, peers={"pbx": "limits = { in = { max_calls = 2, retry_after = 4 } }"})
+        limits = "limits = { in = { max_calls = 2, retry_after = 4 } }"
+        return AdmissionLab(port, peers={"pbx": limits})
 
     def test_third_concurrent_call_refused(self):
-        """With two calls up a third is refused 503 with Retry-After; once one ends, a new call is admitted."""
+        """With two calls up a third gets 503 and Retry-After; once one ends, one more gets in."""
         lab = self.lab
         before = lab.scrape()
         carrier = self.uas("uas.xml", GW1, calls=3)
@@ -257,11 +259,11 @@ sources = ["{BACKUP}/32"]
 gateways = [{{ uri = "sip:{BACKUP}:{cls.backup_port}", priority = 1, weight = 1 }}]
 numbers = {{ country_code = "1", format = "e164", tech_prefix = "" }}
 """
-        return AdmissionLab(port, routes=routes, peers={"carrier": "limits = { out = { max_calls = 1 } }"},
-                            more=backup)
+        return AdmissionLab(port, routes=routes, more=backup,
+                            peers={"carrier": "limits = { out = { max_calls = 1 } }"})
 
     def test_full_trunk_overflows_to_backup(self):
-        """With the carrier's one call up, the next call goes to the backup trunk and completes there."""
+        """With the carrier's one call up, the next call goes to the backup trunk and completes."""
         lab = self.lab
         before = lab.scrape()
         secondary = self.silent(GW2)
@@ -276,7 +278,8 @@ numbers = {{ country_code = "1", format = "e164", tech_prefix = "" }}
         pbx.check(self, 1, others=(backup, carrier))
         backup.check(self, 1, others=(pbx,))
         invite, = backup.received("INVITE")
-        self.assertEqual(invite.start, f"INVITE sip:+12125551234@{BACKUP}:{self.backup_port} SIP/2.0")
+        self.assertEqual(invite.start,
+                         f"INVITE sip:+12125551234@{BACKUP}:{self.backup_port} SIP/2.0")
         self.assertFields(self.cdr(pbx, 1, backup), final_code=200, target_peer="backup",
                           trunk="backup", attempts=1, reason="normal",
                           b_call_id=invite.get("call-id"))
@@ -303,7 +306,7 @@ class OverloadTests(AdmissionTestCase):
         return AdmissionLab(port, extra=extra)
 
     def test_overloaded_503_with_jittered_retry_after(self):
-        """With one call up the next INVITE gets 503 Overloaded, Retry-After 3..6; after it ends calls are admitted."""
+        """With one call up an INVITE gets 503 Overloaded, Retry-After 3..6; then calls get in."""
         lab = self.lab
         before = lab.scrape()
         carrier = self.uas("uas.xml", GW1, calls=2)
