@@ -41,7 +41,7 @@ def run(args, state_dir, out, err):
     path = f"{state_dir}/{SOCKET}"
     target = "/bans" if args.action == "list" else f"/bans/{quote(args.ip, safe='')}"
     method = {"list": "GET", "add": "POST", "lift": "DELETE"}[args.action]
-    if args.action == "add" and args.seconds:
+    if args.action == "add" and args.seconds is not None:
         target += f"?seconds={args.seconds:g}"
     conn = _UnixConnection(path)
     try:

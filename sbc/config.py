@@ -279,6 +279,7 @@ class Admission:
     allow: tuple[str, ...] = ()  # CIDRs that may talk to the SBC without being a peer
     scanners: tuple[str, ...] = DEFAULT_USER_AGENTS  # User-Agent substrings dropped silently
     realm: str = "sbc"          # digest realm of the challenges to PBXs
+    digest_algorithms: tuple[str, ...] = ("SHA-256", "MD5")  # offered, in order (RFC 8760)
     nonce_ttl: float = 300
     min_expires: int = 60       # REGISTER from PBXs: shortest accepted (423 below)
     max_expires: int = 3600     # longest granted
@@ -337,7 +338,8 @@ def table_named(config, name):
 SCHEMA = {
     "": ("include", "sbc", "listen", "tls", "metrics", "sip", "tcp", "b2bua", "dns",
          "media", "admission", "peer", "table"),
-    "admission": ("unknown", "allow", "scanners", "realm", "nonce_ttl", "min_expires",
+    "admission": ("unknown", "allow", "scanners", "realm", "digest_algorithms", "nonce_ttl",
+                  "min_expires",
                   "max_expires", "bans", "overload"),
     "admission.bans": ("max_failures", "find_time", "ban_time", "max_rate", "rate_burst",
                        "exempt"),
@@ -925,6 +927,7 @@ class _Reader:
             unknown=self.choice(t, path, "unknown", d.unknown, ("drop", "reject")),
             allow=self.networks(t, path, "allow"), scanners=scanners,
             realm=self.text(t, path, "realm", d.realm),
+            digest_algorithms=self.algorithms(t, path),
             nonce_ttl=self.positive(t, path, "nonce_ttl", d.nonce_ttl),
             min_expires=min_expires, max_expires=max_expires,
             bans=Bans(max_failures=self.integer(b, bans_path, "max_failures", db.max_failures, 0),
@@ -937,6 +940,19 @@ class _Reader:
                 max_calls=self.integer(o, over_path, "max_calls", do.max_calls, 0),
                 max_lag=self.non_negative(o, over_path, "max_lag", do.max_lag),
                 retry_after=self.integer(o, over_path, "retry_after", do.retry_after, 1, 3600)))
+
+    def algorithms(self, table, path):
+        if "digest_algorithms" not in table:
+            return Admission().digest_algorithms
+        names = self.strings(table, path, "digest_algorithms")
+        if not names:
+            self.fail(path + ("digest_algorithms",), 'must name at least one of "SHA-256", "MD5"')
+        for i, name in enumerate(names):
+            if name not in ("SHA-256", "MD5"):
+                self.fail(path + ("digest_algorithms", i),
+                          f'must be "SHA-256" or "MD5", got {_show(name)}')
+        self.once(names, path, "digest_algorithms")
+        return tuple(names)
 
     def non_negative(self, table, path, key, default):
         value = table.get(key, default)

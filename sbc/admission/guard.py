@@ -18,6 +18,7 @@ Pure: `now` is wall-clock seconds from the shell (bans and bindings outlive
 a restart), the secret and randomness are injected.
 """
 
+import ipaddress
 from dataclasses import dataclass
 
 import netaddr
@@ -116,12 +117,13 @@ class Guard:
             lifted = self.bans.set_exempt(exempt)
         self.accounts = {user.username: (peer, user.password)
                          for peer in config.peers for user in peer.users}
-        auth = (admission.realm, admission.nonce_ttl)
+        auth = (admission.realm, admission.nonce_ttl, admission.digest_algorithms)
         if not self.accounts:
             self.auth = None
         elif self.auth is None or auth != self._auth_settings:
             self.auth = Authenticator(admission.realm, self._password, self.secret,
-                                      self.random_bytes, nonce_ttl=admission.nonce_ttl)
+                                      self.random_bytes, nonce_ttl=admission.nonce_ttl,
+                                      algorithms=admission.digest_algorithms)
             self._auth_settings = auth
         return [Unbanned(ban) for ban in lifted]
 
@@ -230,6 +232,10 @@ class Guard:
         return [] if ban is None else [Banned(ban), Persist("bans", self.bans.dump())]
 
     def lift(self, host):
+        try:
+            host = str(ipaddress.ip_address(host))  # the spelling bans are kept under
+        except ValueError:
+            return []
         bans = [b for b in self.bans.active(float("-inf")) if b.ip == host]
         if not self.bans.lift(host):
             return []

@@ -359,7 +359,7 @@ class Calls:
                 return self.stack.respond(event.txn, self._reply(req, 403, "Forbidden"), now)
             source, reject, early = guard.authenticate(req, event.source, now)
             if source is None:
-                reply = self._reply(req, reject.status, reject.reason, reject.headers)
+                reply = self._reply(req, reject.status, reject.reason, reject.headers, False)
                 return early + self.stack.respond(event.txn, reply, now)
         if getattr(source, "tls", "optional") == "required" and event.source.transport != "tls":
             return self.stack.respond(event.txn, self._reply(req, 403, "TLS Required"), now)
@@ -1123,9 +1123,9 @@ class Calls:
                 kept.append((peer, way))
         call.admitted = kept
 
-    def _reply(self, request, status, reason, headers=()):
+    def _reply(self, request, status, reason, headers=(), server=True):
         extra = list(headers)
-        if self.stack.server_header:
+        if self.stack.server_header and server:
             extra.append(("Server", self.stack.server_header))
         try:
             tag = None if request.to_tag else self.ids.tag()

@@ -249,7 +249,9 @@ class Stack:
                 verdict = answer(req, self.ids.nonce)
         except ParseError as e:
             verdict = Reject(e.status, e.reason)
-        resp = self._response(req, verdict)
+        # a stranger (challenged REGISTER) learns nothing about what answers
+        server = self.guard is None or not self.guard.active or self.guard.known(event.source, now)
+        resp = self._response(req, verdict, server)
         return extra + self._up(self.transactions.send_response(event.txn, resp, now),
                                 event.source, now)
 

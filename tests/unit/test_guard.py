@@ -232,6 +232,7 @@ class DigestTests(Case):
         a, _ = self.challenge(register("branch1", REMOTE), REMOTE)
         b, _ = self.challenge(register("nobody", REMOTE, call="r2"), REMOTE)
         self.assertEqual((a.status, b.status), (401, 401))
+        self.assertEqual((a.get("server"), b.get("server")), (None, None))  # no fingerprint
         shape = [re.sub(r'nonce="[^"]*"', "nonce", v) for v in a.get_all("www-authenticate")]
         self.assertEqual(shape, [re.sub(r'nonce="[^"]*"', "nonce", v)
                                  for v in b.get_all("www-authenticate")])
@@ -262,7 +263,7 @@ class DigestTests(Case):
         """An INVITE from an unknown address is challenged 407; with the account's
         credentials it is routed as that peer's call."""
         resp, out = self.challenge(request("INVITE", REMOTE, call="i1"), REMOTE)
-        self.assertEqual(resp.status, 407)
+        self.assertEqual((resp.status, resp.get("server")), (407, None))
         self.assertEqual([f.reason for f in self.of(out, AuthFailed)], ["no_credentials"])
         msg = self.authorized(request("INVITE", REMOTE, call="i2"),
                               resp.get_all("proxy-authenticate")[0], "branch1", "s3cret",
@@ -307,6 +308,16 @@ class DigestTests(Case):
         self.assertEqual(self.sends(out, GW), [])
         [resp] = self.final(out, REMOTE)
         self.assertEqual(resp.status, 407)
+
+
+class MD5OnlyTests(Case):
+    admission = 'digest_algorithms = ["MD5"]'
+
+    def test_md5_only_challenge(self):
+        """digest_algorithms = ["MD5"] offers one MD5 challenge, for clients that take the first."""
+        [resp] = self.final(self.feed(register("branch1", REMOTE), REMOTE), REMOTE)
+        [challenge] = resp.get_all("www-authenticate")
+        self.assertIn("algorithm=MD5", challenge)
 
 
 class AdmissionTests(Case):
