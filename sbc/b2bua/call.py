@@ -39,6 +39,7 @@ CROSS = frozenset({
     "recv-info", "allow-events",
 })
 NUMBER_HEADERS = ("p-asserted-identity", "diversion")
+ASSERTED = frozenset({"p-asserted-identity", "p-preferred-identity"})
 DIALOG_METHODS = frozenset({"INVITE", "UPDATE", "INFO", "NOTIFY", "PRACK", "OPTIONS", "MESSAGE",
                             "REFER"})
 TIMER_C = 180.0  # RFC 3261 §16.6: an INVITE with no final answer is given up
@@ -559,6 +560,8 @@ class Calls:
             rules.apply(src, Context(from_peer.name, "in", from_peer.trusted,
                                      getattr(to_peer, "name", None)))
         allow = self.cross
+        if not getattr(from_peer, "trusted", True):
+            allow = allow - ASSERTED  # RFC 3325 §5: identities asserted outside the trust domain
         extra = set()
         for peer in (from_peer, to_peer):
             extra.update(x.lower() for x in getattr(peer, "headers", ()) or ())

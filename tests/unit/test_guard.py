@@ -399,6 +399,13 @@ header_rules = [
         [b_bye] = [m for m in self.sends(self.feed(bye, PBX), GW) if m.method == "BYE"]
         self.assertEqual(b_bye.from_.uri.host, "anonymous.invalid")
 
+    def test_untrusted_peer_asserts_nothing(self):
+        """PAI from an untrusted peer is removed before it reaches the other leg (RFC 3325 §5)."""
+        extra = "P-Asserted-Identity: <sip:+15550009999@gw>\r\n"
+        out = self.feed(request("INVITE", GW, user="+14155550000", call="u", extra=extra), GW)
+        [invite] = [m for m in self.sends(out, PBX) if getattr(m, "method", None) == "INVITE"]
+        self.assertIsNone(invite.get("p-asserted-identity"))
+
     def test_in_rule_maps_the_status_acted_on(self):
         """The carrier's 503 mapped to 486 by its in rule: no failover, the PBX hears 486."""
         out = self.feed(request("INVITE", PBX, call="m"), PBX)
