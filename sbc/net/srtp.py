@@ -11,11 +11,18 @@ new signalling. The relay plugs it in as
     end.transform_out_rtcp = t.protect_rtcp
 
 A None result means "drop"; the reason is counted here, nothing is logged.
-pylibsrtp works in a 1500-byte buffer: SRTP packets above 1500 bytes and RTP
+
+These four run once per packet, so they call libsrtp through pylibsrtp's
+cffi binding directly, in a buffer of their own with a length cell allocated
+once: pylibsrtp's Session methods allocate the length cell, check types and
+raise an exception per refused packet, which costs about as much again as
+the cipher on a 172-byte packet. The Sessions still make and own the libsrtp
+contexts. Sizes follow pylibsrtp's: SRTP packets above 1500 bytes and RTP
 packets above 1356 (1500 less the largest trailer) are dropped and counted.
 """
 
-from pylibsrtp import Error, Policy, Session
+from pylibsrtp import Policy, Session
+from pylibsrtp._binding import ffi, lib  # pylibsrtp's own binding: the version is pinned
 
 from ..rtp.sdes import key_length
 
@@ -31,9 +38,16 @@ PROFILES = {
 # packets are useless to a jitter buffer anyway. Replays inside it are refused.
 REPLAY_WINDOW = 1024
 
-# libsrtp's status texts as pylibsrtp reports them.
-_AUTH_FAIL = "authentication failure"
-_REPLAY_FAIL = ("replay check failed (bad index)", "replay check failed (index too old)")
+BUFFER = 1500                    # bytes: the largest packet, as pylibsrtp has it
+RTP_ROOM = BUFFER - (16 + 128)   # an RTP packet and the largest SRTP trailer (tag, MKI) fit
+RTCP_ROOM = BUFFER - (4 + 16 + 128)  # ... and the SRTCP index before it
+
+# libsrtp's srtp_err_status_t values that are counted apart from "malformed".
+_AUTH_FAIL = 7                   # srtp_err_status_auth_fail
+_REPLAY_FAIL = (9, 10)           # srtp_err_status_replay_fail, srtp_err_status_replay_old
+
+_protect, _unprotect = lib.srtp_protect, lib.srtp_unprotect
+_protect_rtcp, _unprotect_rtcp = lib.srtp_protect_rtcp, lib.srtp_unprotect_rtcp
 
 
 class SRTPTransform:
@@ -47,8 +61,8 @@ class SRTPTransform:
     side repeated a sequence number: re-encrypting it would reuse keystream).
     """
 
-    __slots__ = ("suite", "_inbound", "_outbound",
-                 "auth_failures", "replays", "malformed", "protect_failures")
+    __slots__ = ("suite", "_inbound", "_outbound", "_in", "_out", "_cdata", "_buffer",
+                 "_length", "auth_failures", "replays", "malformed", "protect_failures")
 
     def __init__(self, inbound_key, outbound_key, suite, window_size=REPLAY_WINDOW):
         try:
@@ -61,10 +75,17 @@ class SRTPTransform:
                 raise ValueError(f"{name} key||salt for {suite} must be {need} bytes, "
                                  f"got {len(key)}")
         self.suite = suite
+        # The Sessions own the libsrtp contexts (freed with them); _in and _out
+        # are their srtp_t handles for the calls below.
         self._inbound = Session(self._policy(inbound_key, Policy.SSRC_ANY_INBOUND,
                                              profile, window_size))
         self._outbound = Session(self._policy(outbound_key, Policy.SSRC_ANY_OUTBOUND,
                                               profile, window_size))
+        self._in = self._inbound._srtp[0]
+        self._out = self._outbound._srtp[0]
+        self._cdata = ffi.new("char[]", BUFFER)   # libsrtp works in place
+        self._buffer = ffi.buffer(self._cdata)
+        self._length = ffi.new("int *")
         self.auth_failures = 0
         self.replays = 0
         self.malformed = 0
@@ -77,47 +98,69 @@ class SRTPTransform:
         policy.allow_repeat_tx = False
         return policy
 
-    def _refused(self, error):
-        reason = error.args[0] if error.args else ""
-        if reason == _AUTH_FAIL:
+    def _refused(self, status):
+        if status == _AUTH_FAIL:
             self.auth_failures += 1
-        elif reason in _REPLAY_FAIL:
+        elif status in _REPLAY_FAIL:
             self.replays += 1
         else:
             self.malformed += 1
 
+    # The four below are one pattern, written out: each is on the packet path.
     def unprotect(self, packet):
         """SRTP packet from the peer -> RTP packet, or None (dropped and counted)."""
-        try:
-            return self._inbound.unprotect(packet)
-        except Error as e:
-            self._refused(e)
-        except ValueError:
+        n = len(packet)
+        if n > BUFFER:
             self.malformed += 1
-        return None
+            return None
+        self._buffer[0:n] = packet
+        length = self._length
+        length[0] = n
+        status = _unprotect(self._in, self._cdata, length)
+        if status:
+            self._refused(status)
+            return None
+        return self._buffer[0:length[0]]
 
     def protect(self, packet):
         """RTP packet towards the peer -> SRTP packet, or None (dropped and counted)."""
-        try:
-            return self._outbound.protect(packet)
-        except (Error, ValueError):
+        n = len(packet)
+        if n > RTP_ROOM:
             self.protect_failures += 1
-        return None
+            return None
+        self._buffer[0:n] = packet
+        length = self._length
+        length[0] = n
+        if _protect(self._out, self._cdata, length):
+            self.protect_failures += 1
+            return None
+        return self._buffer[0:length[0]]
 
     def unprotect_rtcp(self, packet):
         """SRTCP packet from the peer -> RTCP packet, or None (dropped and counted)."""
-        try:
-            return self._inbound.unprotect_rtcp(packet)
-        except Error as e:
-            self._refused(e)
-        except ValueError:
+        n = len(packet)
+        if n > BUFFER:
             self.malformed += 1
-        return None
+            return None
+        self._buffer[0:n] = packet
+        length = self._length
+        length[0] = n
+        status = _unprotect_rtcp(self._in, self._cdata, length)
+        if status:
+            self._refused(status)
+            return None
+        return self._buffer[0:length[0]]
 
     def protect_rtcp(self, packet):
         """RTCP packet towards the peer -> SRTCP packet, or None (dropped and counted)."""
-        try:
-            return self._outbound.protect_rtcp(packet)
-        except (Error, ValueError):
+        n = len(packet)
+        if n > RTCP_ROOM:
             self.protect_failures += 1
-        return None
+            return None
+        self._buffer[0:n] = packet
+        length = self._length
+        length[0] = n
+        if _protect_rtcp(self._out, self._cdata, length):
+            self.protect_failures += 1
+            return None
+        return self._buffer[0:length[0]]
