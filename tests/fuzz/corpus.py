@@ -196,6 +196,7 @@ VALUES = [
 ]
 
 HUGE = [64, 300, 1200, 4000, 8000, 8193, 20000, 70000]
+MAX_MUTANT = 1 << 17  # twice the largest message Limits admit: enough to cross every limit
 
 BODIES = [b"", b"v=0\r\n", OFFER, ANSWER, SRTP_OFFER, MULTIPART, b"\x00" * 40,
           OFFER.replace(b"\r\n", b"\n"), OFFER.replace(b"m=audio 6000", b"m=audio 99999"),
@@ -334,6 +335,7 @@ def repeat_value(line, b, pick):
     if not colon:
         return [line]
     n = (2, 3, 20, 71, 257)[pick % 5]
+    n = max(1, min(n, MAX_MUTANT // (len(line) + 2)))  # repeats of repeats stay bounded
     if b % 2:
         return [name + b": " + b", ".join([value.strip()] * n)]
     return [line] * n
@@ -456,13 +458,16 @@ def sdp_line(data, a, b, pick):
 
 
 _NUMBER = re.compile(rb"[0-9]+")
-BOMBS = [b"9" * 4400, b"0" * 4400 + b"7", b"\xc2\xb2", b"\xd9\xa3", b"4294967296", b"65536", b"-1", b""]
+BOMBS = [b"9" * 4400, b"0" * 4400 + b"7", b"1" + b"0" * 4400, b"\xc2\xb2", b"\xd9\xa3", b"4294967296",
+         b"65536", b"-1", b""]
 
 
 def huge_number(data, a, b, pick):
     """One number anywhere in the message (header or body) becomes a digit bomb:
     thousands of digits, a non-ASCII digit, one past a limit, or nothing."""
-    numbers = list(_NUMBER.finditer(data))
+    end = data.find(b"\r\n\r\n")
+    head = data if end < 0 or pick & 8 else data[:end]  # mostly header numbers
+    numbers = list(_NUMBER.finditer(head))
     if not numbers:
         return data
     m = numbers[a % len(numbers)]
@@ -495,7 +500,7 @@ MUTATORS = [flip, insert_byte, delete, insert_token, token_in_value, delete_line
             truncate_line, swap_lines, start_line, content_length, body, truncate, line_endings,
             splice, sdp_line, huge_number]
 # Structure-aware ones are what reach past the framing; the first three are noise.
-_WEIGHTS = [1, 1, 1, 2, 4, 2, 2, 2, 2, 1, 4, 4, 1, 1, 1, 1, 2, 2, 2, 1, 1, 1, 3, 2]
+_WEIGHTS = [1, 1, 1, 2, 4, 2, 2, 2, 2, 1, 4, 4, 1, 1, 1, 1, 2, 2, 2, 1, 1, 1, 3, 3]
 _CHOICES = [i for i, w in enumerate(_WEIGHTS) for _ in range(w)]
 
 _SEEDS = list(seeds().values())
@@ -512,9 +517,12 @@ def fix_length(data):
 
 
 def mutate(data, ops, fix=False):
-    """Apply `ops` [(mutator index, a, b, pick)] in order; `fix` repairs Content-Length after."""
+    """Apply `ops` [(mutator index, a, b, pick)] in order; `fix` repairs Content-Length after.
+    An op whose result would pass MAX_MUTANT bytes is skipped."""
     for index, a, b, pick in ops:
-        data = MUTATORS[index % len(MUTATORS)](data, a, b, pick)
+        new = MUTATORS[index % len(MUTATORS)](data, a, b, pick)
+        if len(new) <= MAX_MUTANT:
+            data = new
     return fix_length(data) if fix else data
 
 
