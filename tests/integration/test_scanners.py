@@ -486,3 +486,56 @@ max_rate = 0
         self.assertIn("manual", self.lab.banned()[source])
         phone = self.phone(source)  # sbc's new port
         self.assertDropped(phone, phone.register(USER), "banned")
+
+
+class MD5CrackTests(ScannerCase):
+    """sbc offering MD5 only (`digest_algorithms`), which svcrack can answer: the
+    real tool runs its dictionary attack, with and without reusing nonces.
+    svcrack 0.3.8 ignores -b for its socket: it sends from 127.0.0.1:5060."""
+
+    ADMISSION = f"""
+[admission]
+allow = ["{ALLOWED}/32"]
+digest_algorithms = ["MD5"]
+
+[admission.bans]
+max_failures = 3
+find_time = 60
+ban_time = 600
+max_rate = 0
+"""
+    CRACKER = "127.0.0.1"
+
+    def crack(self, *options):
+        """svcrack against USER with four wrong passwords, then the right one; its output."""
+        passwords = self.directory / "passwords.txt"
+        passwords.write_text(f"123456\npassword\nqwerty\nletmein\n{PASSWORD}\n")
+        _, out, err = self.finish(self.tool(
+            "svcrack", "-c", *options, "-u", USER, "-d", str(passwords), self.target()))
+        return (out + err).replace(str(self.directory), "")
+
+    def test_svcrack_is_banned_before_it_finds_the_password(self):
+        """svcrack's dictionary attack is banned at the third wrong password and never
+        reaches the right one; with --reusenonce (every guess on one nonce) the same:
+        each ban logged once and listed."""
+        for run, options in enumerate(((), ("--reusenonce",))):
+            before = self.lab.scrape()
+            output = self.crack(*options)
+            self.assertNotIn("The password for", output)
+            self.assertNotIn(PASSWORD, output)
+            self.lab.grown(before, 1, "sbc_bans_total", why="auth_failures")
+            lines = self.lab.logged(f"sbc ban: {self.CRACKER} banned")
+            deadline = time.monotonic() + SAFETY
+            while len(lines) < run + 1 and time.monotonic() < deadline:
+                time.sleep(PAUSE)  # the log reader may trail the metric a moment
+                lines = self.lab.lines(f"sbc ban: {self.CRACKER} banned")
+            self.assertEqual(len(lines), run + 1, lines)
+            self.assertIn("auth_failures (3 in 60s)", lines[-1])
+            self.assertIn("auth_failures", self.lab.banned()[self.CRACKER])
+            after = self.lab.scrape()
+            self.assertEqual(value(after, "sbc_auth_failures_total", reason="wrong_password")
+                             - value(before, "sbc_auth_failures_total",
+                                     reason="wrong_password"), 3)
+            self.assertGreater(value(after, DROPPED, reason="banned")
+                               - value(before, DROPPED, reason="banned"), 0)
+            self.lab.bans("lift", self.CRACKER)
