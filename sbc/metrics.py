@@ -58,6 +58,7 @@ DROP_REASONS = frozenset(
         "unknown_source",
         "scanner",
         "banned",
+        "too_large",
         "other",
     }
 )

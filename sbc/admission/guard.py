@@ -157,8 +157,11 @@ class Guard:
             to_tag = None
         if to_tag is None and self.auth is not None and method in ("REGISTER", "INVITE"):
             return None  # challenged: a PBX with an account may call from anywhere
-        if to_tag is not None and (msg.call_id, to_tag) in self.dialogs:
-            return None
+        try:
+            if to_tag is not None and (msg.call_id, to_tag) in self.dialogs:
+                return None
+        except ParseError:
+            pass  # no Call-ID: no dialog of ours
         if self.unknown == "reject" and method != "ACK":
             return [Reject(403, "Forbidden")]
         return [Drop("unknown_source", source.transport)]

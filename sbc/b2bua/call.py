@@ -53,7 +53,7 @@ def _session_expires(msg):
         return None
     delta, _, params = value.partition(";")
     delta = delta.strip()
-    if not delta.isdigit():
+    if not (delta.isascii() and delta.isdigit()) or len(delta) > 10:
         return None
     refresher = None
     for param in params.split(";"):
@@ -186,7 +186,7 @@ class Leg:
     __slots__ = ("call", "role", "call_id", "local_tag", "remote_tag", "local", "remote",
                  "remote_target", "route_set", "cseq", "remote_cseq", "dest", "invite",
                  "invite_txn", "target", "early_media", "acked", "ack", "cancel_sent", "pending",
-                 "se", "we_refresh", "allows_update")
+                 "se", "we_refresh", "allows_update", "provisional")
 
     def __init__(self, call, role):
         self.call = call
@@ -206,6 +206,7 @@ class Leg:
         self.target = None          # B: the routing Target this leg tries
         self.early_media = False
         self.cancel_sent = False
+        self.provisional = False  # a 1xx (even 100) came: CANCEL may be sent
         self.acked = False
         self.ack = None             # B: the ACK we sent for its 2xx (resent on retransmits)
         self.pending = {}           # our client txn -> server txn on the other leg (or REFRESH)
@@ -665,9 +666,13 @@ class Calls:
     def _b_invite_response(self, call, b, resp, now):
         status = resp.status
         a = call.a
+        if call.state == "ended" and status >= 300:
+            return []  # the call is over; the transaction ACKs it
         if status == 100:
-            return []
+            b.provisional = True
+            return self._send_cancel(b, now) if call.cancelled else []
         if status < 200:
+            b.provisional = True
             if call.cancelled:
                 return self._send_cancel(b, now)
             if call.ringing is None:
@@ -846,7 +851,10 @@ class Calls:
         if tag and b.remote_tag is None:
             b.remote_tag = tag
             b.remote = resp.get("to")
-        contacts = resp.contacts
+        try:
+            contacts = resp.contacts
+        except ParseError:
+            contacts = None  # unusable Contact: in-dialog requests go where the INVITE went
         if contacts and contacts[0] != h.STAR:
             b.remote_target = str(contacts[0].uri)
             try:
@@ -941,9 +949,9 @@ class Calls:
                                                                 "Request Terminated"), now)
         call.final_code = 487
         b = call.b
-        if b is not None and call.state == "early":
+        if b is not None and (call.state == "early" or b.provisional):
             out += self._send_cancel(b, now)
-        # in "calling" the CANCEL waits for the first provisional (RFC 3261 §9.1)
+        # before any provisional the CANCEL waits for one (RFC 3261 §9.1)
         return out
 
     def _send_cancel(self, b, now):
@@ -1071,7 +1079,7 @@ class Calls:
         if call.state not in ("calling", "early"):
             return []
         out = []
-        if call.b is not None and call.state == "early":
+        if call.b is not None and (call.state == "early" or call.b.provisional):
             out += self._send_cancel(call.b, now)
         call.final_code = status
         if not call.cancelled:
@@ -1083,6 +1091,8 @@ class Calls:
         """BYE on every confirmed leg but `skip` (the one that hung up)."""
         if call.state == "ended":
             return []
+        if call.state in ("calling", "early"):  # not answered: CANCEL B, a final answer to A
+            return self._give_up(call, 408, reason, now)
         out = []
         for leg in (call.a, call.b):
             if leg is None or leg is skip or leg.remote_tag is None:

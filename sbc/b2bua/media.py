@@ -50,6 +50,8 @@ def audio(desc, offer, to_peer, stream):
         if offer:
             return MediaReject(488, "No audio stream offered")
         index = stream  # an answer refusing our stream: carry the refusal
+    if index is not None and index >= len(desc.media):
+        return MediaReject(488, "Answer does not match the offer")  # RFC 3264 §6: same m= lines
     media = desc.media[index] if index is not None else None
     if offer and media is not None:
         allowed = tuple(getattr(to_peer, "codecs", ()) or ())

@@ -20,6 +20,7 @@ from ..sip.message import Request, parse
 from .tls import HandshakeTracking, is_handshake_failure, peer_names
 
 _ids = itertools.count(1)
+UDP_MAX = 65507  # the largest UDP payload over IPv4
 
 
 def _host(host):
@@ -232,6 +233,9 @@ class SIPService(service.Service):
     def send(self, message, dest):
         data = bytes(message)
         if dest.transport == "udp":
+            if len(data) > UDP_MAX:  # e.g. a 400 echoing a datagram's worth of Via
+                self.metrics.drop("udp", "too_large")
+                return
             sock = self._udp_socket(dest)
             if sock is None:
                 self.metrics.drop("udp", "no_socket")

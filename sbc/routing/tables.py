@@ -117,8 +117,8 @@ def _range_key(number):
     """"+15550100123" -> ((True, 11), 15550100123); None if not all digits."""
     plus = number.startswith("+")
     digits = number[1:] if plus else number
-    if not digits or not digits.isascii() or not digits.isdigit():
-        return None
+    if not digits or not digits.isascii() or not digits.isdigit() or len(digits) > 32:
+        return None  # E.164 is 15 digits at most; int() of thousands would be slow
     return (plus, len(digits)), int(digits)
 
 

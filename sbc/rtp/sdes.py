@@ -71,7 +71,7 @@ class KeyParam:
         if self.lifetime is None:
             return None
         if self.lifetime.startswith("2^"):
-            return 2 ** int(self.lifetime[2:])
+            return 2 ** min(int(self.lifetime[2:]), 64)  # SRTP indexes are 48 bits anyway
         return int(self.lifetime)
 
     def __str__(self):

@@ -43,7 +43,9 @@ def _error(line, why):
 
 
 def _digits(text):
-    return text.isascii() and text.isdigit()
+    """A decimal number SDP can mean: 64-bit values have 20 digits; longer ones
+    would only make int() slow."""
+    return text.isascii() and text.isdigit() and len(text) <= 20
 
 
 def payload_type(fmt):

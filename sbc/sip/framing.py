@@ -94,7 +94,7 @@ class StreamFramer:
         value = values.pop()
         if not DIGITS.match(value):
             raise ParseError("Invalid Content-Length header", kind="content_length")
-        length = int(value)
+        length = int(value) if len(value) <= 10 else self.limits.max_body_size + 1
         if length > self.limits.max_body_size:
             raise ParseError("Request Entity Too Large", 413, kind="too_large")
         if len(head) + length > self.limits.max_message_size:

@@ -280,7 +280,10 @@ def parse_cseq(value):
     m = _CSEQ.match(value)
     if m is None:
         raise ParseError("Invalid CSeq header")
-    seq = int(m.group(1))
+    digits = m.group(1)
+    if len(digits) > 10 or int(digits) > MAX_UINT32:  # length first: int() of a huge string
+        raise ParseError("CSeq number out of range")
+    seq = int(digits)
     if seq > MAX_UINT32:
         raise ParseError("CSeq number out of range")
     return CSeq(seq, m.group(2))
@@ -290,6 +293,8 @@ def parse_uint(value, what, maximum=MAX_UINT32):
     value = value.strip()
     if not _DIGITS.match(value):
         raise ParseError(f"Invalid {what} header")
+    if len(value) > 10:  # before int(): thousands of digits are slow, then a ValueError
+        raise ParseError(f"{what} out of range")
     number = int(value)
     if number > maximum:
         raise ParseError(f"{what} out of range")

@@ -632,7 +632,7 @@ def parse(data, limits=DEFAULT_LIMITS, datagram=True):
             raise ParseError("Conflicting Content-Length headers", partial=msg, kind="content_length")
         if not _DIGITS.match(value):
             raise ParseError("Invalid Content-Length header", partial=msg, kind="content_length")
-        length = int(value)
+        length = int(value) if len(value) <= 10 else limits.max_body_size + 1
         if length > limits.max_body_size:
             raise ParseError("Request Entity Too Large", 413, partial=msg, kind="too_large")
         if body_start + length > len(data):

@@ -120,7 +120,7 @@ class Stack:
 
     def malformed(self, error, source, now):
         request = error.partial
-        if request is None:
+        if type(request) is not Request:  # nothing, or a response: never answered
             return [Drop("unparseable", source.transport)]
         return self._reject(request, Reject(error.status, error.reason), source)
 

@@ -124,6 +124,8 @@ INVITE_CLIENT = Machine(ICT, CALLING, {CALLING: "AB", PROCEEDING: "", COMPLETED:
     (PROCEEDING,  RECV_1XX):         (PROCEEDING,  "pass_response"),
     (PROCEEDING,  RECV_2XX):         (ACCEPTED,    "pass_response"),
     (PROCEEDING,  RECV_FINAL):       (COMPLETED,   "ack_response"),
+    # Timer B again once we sent a CANCEL: no final answer in 64*T1 (RFC 3261 §9.1)
+    (PROCEEDING,  TIMER_B):          (TERMINATED,  "time_out"),
     (COMPLETED,   RECV_FINAL):       (COMPLETED,   "resend_ack"),
     (COMPLETED,   TRANSPORT_ERROR):  (TERMINATED,  "transport_failed"),
     (COMPLETED,   TIMER_D):          (TERMINATED,  None),
@@ -547,6 +549,9 @@ class Transactions:
             invite = self._clients.get((branch, "INVITE"))
             if invite is not None and invite.state is CALLING:
                 raise LocalProtocolError("CANCEL before any provisional response (RFC 3261 §9.1)", 500)
+            if invite is not None and invite.state is PROCEEDING and "B" not in invite._timers:
+                # a cancelled INVITE that never gets its final answer is given up
+                self._start(invite, "B", now + self.timers.duration("B", False))
         key = (branch, method)
         if key in self._clients:
             raise LocalProtocolError(f"branch {branch} already used for {method}", 500)

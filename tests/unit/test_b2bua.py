@@ -242,6 +242,23 @@ class CancelTests(Case):
         [ended] = [e for e in out if isinstance(e, CallEnded)]
         self.assertEqual((ended.call.final_code, ended.call.reason), (487, "cancel"))
 
+    def test_cancel_after_100_only(self):
+        """A CANCEL after the carrier's 100 Trying (no ringing yet) is passed on at once."""
+        _, _, b = self.start()
+        self.feed(self.answer(b, 100), GW1)
+        cancel = INVITE.split("Content-Type")[0].replace("INVITE sip", "CANCEL sip").replace(
+            "20 INVITE", "20 CANCEL") + "Content-Length: 0\r\n\r\n"
+        out = self.feed(cancel.encode(), PBX)
+        self.assertEqual([m.method for m in self.sends(out, GW1)], ["CANCEL"])
+
+    def test_no_answer_after_100_cancels_the_carrier(self):
+        """Timer C after a 100 Trying only: 408 to the PBX and a CANCEL to the carrier."""
+        _, _, b = self.start()
+        self.feed(self.answer(b, 100), GW1)
+        out = self.stack.expire(181.0)
+        self.assertEqual([m.method for m in self.sends(out, GW1)], ["CANCEL"])
+        self.assertEqual([m.status for m in self.sends(out, PBX)], [408])
+
     def test_200_crossing_cancel(self):
         """A 200 that crosses our CANCEL is ACKed and immediately ended with BYE."""
         _, _, b = self.start()

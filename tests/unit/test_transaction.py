@@ -238,6 +238,13 @@ class InviteClientTests(unittest.TestCase):
         self.assertEqual(sent(out), [("ACK", CARRIER)])
         self.assertEqual(out[1], ResponseIn(terminated, self.txn))
 
+    def test_cancelled_invite_never_answered_is_given_up(self):
+        """After a CANCEL, an INVITE with no final answer ends 64*T1 later (RFC 3261 §9.1)."""
+        self.table.response_received(reply(self.invite, 100), CARRIER, 0.1)
+        self.table.send_request(make_cancel(self.invite), CARRIER, 1.0)
+        ends = [(t, e) for t, e in run(self.table, 100.0) if getattr(e, "txn", None) is self.txn]
+        self.assertEqual(ends, [(33.0, TimedOut(self.txn)), (33.0, Terminated(self.txn))])
+
 
 class NonInviteClientTests(unittest.TestCase):
     def setUp(self):
