@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 CONFIG ?= conf/sbc.toml
 
-.PHONY: run test bench check-config clean
+.PHONY: run test bench fuzz check-config clean
 
 $(BIN)/sbc: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,10 @@ test: $(BIN)/sbc
 
 bench: $(BIN)/sbc
 	$(BIN)/python bench/run.py
+
+# A longer fuzz run than the one in `make test` (docs/fuzz.md); SBC_FUZZ_SEED varies it.
+fuzz: $(BIN)/sbc
+	SBC_FUZZ_EXAMPLES=$${SBC_FUZZ_EXAMPLES:-10000} $(BIN)/pytest tests/fuzz -x
 
 clean:
 	rm -rf $(VENV) var build *.egg-info
