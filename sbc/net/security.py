@@ -25,31 +25,14 @@ from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 from twisted.web.resource import Resource
 
-from ..admission import Admission, Overload
-from ..admission.guard import AuthFailed, Banned, Guard, Persist, Unbanned
+from ..admission.guard import AuthFailed, Banned, Persist, Unbanned
+from ..admission.install import install, reconfigure
 from ..b2bua.call import Refused
 from .http import QuietSite
 
 log = Logger(namespace="sbc.security")
 LAG_INTERVAL = 0.1  # s between event-loop lag samples
 FILES = {"bans": "bans.json", "bindings": "bindings.json"}
-
-
-def limits_of(config):
-    """(peer, direction) -> Limit for admission control, limited ones only."""
-    out = {}
-    for peer in config.peers:
-        for direction, limit in (("in", peer.limits_in), ("out", peer.limits_out)):
-            if limit.cps or limit.max_calls:
-                out[(peer.name, direction)] = limit
-    return out
-
-
-def _overload(config, rng):
-    o = config.admission.overload
-    if not o.max_calls and not o.max_lag:
-        return None
-    return Overload(max_calls=o.max_calls, max_lag=o.max_lag, retry_after=o.retry_after, rng=rng)
 
 
 class Security:
@@ -60,20 +43,12 @@ class Security:
         self.reactor = reactor
         self.rng = random.Random()
         calls = stack.calls
-        self.guard = Guard(config, calls.router.identify, secrets.token_bytes(32), os.urandom)
-        self.guard.dialogs = calls.dialogs
-        calls.router.registered = self._contacts
-        stack.guard = self.guard
-        stack.timed.append(self.guard)
-        calls.admission = Admission(limits_of(config))
-        calls.overload = _overload(config, self.rng)
+        self.guard = install(stack, config, secrets.token_bytes(32), os.urandom,
+                             reactor.seconds, self.rng)
         self._lag = None
         self.metrics.track(lambda: len(self.guard.bans.active(self.reactor.seconds())),
                            lambda: len(self.guard.location),
                            lambda: calls.overload.smoothed if calls.overload else 0.0)
-
-    def _contacts(self, peer):
-        return self.guard.contacts(peer, self.reactor.seconds())
 
     # -- lifecycle ------------------------------------------------------------------
     def start(self, execute):
@@ -103,11 +78,7 @@ class Security:
         self._expected = now + LAG_INTERVAL
 
     def reload(self, config):
-        calls = self.stack.calls
-        calls.router.registered = self._contacts
-        self.execute(self.guard.configure(config, calls.router.identify, self.reactor.seconds()))
-        calls.admission.configure(limits_of(config))
-        calls.overload = _overload(config, self.rng)
+        self.execute(reconfigure(self.stack, config, self.reactor.seconds, self.rng))
 
     # -- effects ------------------------------------------------------------------------
     def event(self, effect):

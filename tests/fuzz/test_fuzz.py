@@ -26,13 +26,12 @@ from hypothesis import seed as fixed_seed
 from hypothesis import strategies as st
 from twisted.trial import unittest
 
-from sbc.admission import Admission, Overload
-from sbc.admission.guard import Guard
+from sbc.admission import Overload
+from sbc.admission.install import install
 from sbc.b2bua.call import Calls
 from sbc.b2bua.media import CallMedia
 from sbc.config import Auth, Limit, User, load, loads
 from sbc.errors import ParseError
-from sbc.net.security import limits_of
 from sbc.routing import numbers
 from sbc.routing.tables import Router
 from sbc.sdp import parse as parse_sdp
@@ -316,16 +315,10 @@ class Lab:
             stack.local.setdefault(lst.transport, (lst.public_address or lst.address, lst.port))
         stack.calls = calls = Calls(stack, Router(config, random.Random(3261)), numbers, config.b2bua,
                                     stack.ids)
-        # what sbc.net.security.Security wires, without its files, metrics and reactor
-        guard = Guard(config, calls.router.identify, b"\x00" * 32, lambda n: bytes(range(n)))
-        guard.dialogs = calls.dialogs
-        calls.router.registered = lambda peer: guard.contacts(peer, self.now)
-        stack.guard = guard
-        stack.timed.append(guard)
-        calls.admission = Admission(limits_of(config))
-        o = config.admission.overload
-        calls.overload = Overload(max_calls=o.max_calls or 50, max_lag=o.max_lag,
-                                  retry_after=o.retry_after, rng=random.Random(5060))
+        install(stack, config, b"\x00" * 32, lambda n: bytes(range(n)), lambda: self.now,
+                random.Random(5060))
+        if calls.overload is None:  # reach the overload path too
+            calls.overload = Overload(max_calls=50, max_lag=0, rng=random.Random(5060))
         self.relay = Relay(free=4)
         keys = iter(range(1, 1 << 30))
         calls.media = lambda call: CallMedia(

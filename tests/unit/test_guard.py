@@ -11,12 +11,12 @@ import textwrap
 
 from twisted.trial import unittest
 
-from sbc.admission import Admission, Overload
+from sbc.admission import Overload
 from sbc.admission.bans import LOG_LINE
-from sbc.admission.guard import AuthFailed, Banned, Guard, Persist, Unbanned
+from sbc.admission.install import install
+from sbc.admission.guard import AuthFailed, Banned, Persist, Unbanned
 from sbc.b2bua.call import CallEnded, Calls, Refused
 from sbc.config import loads
-from sbc.net.security import limits_of
 from sbc.routing import numbers
 from sbc.routing.tables import Router
 from sbc.sip.digest import answer_challenge
@@ -122,14 +122,9 @@ class Case(unittest.TestCase):
         self.stack = Stack(Ids())
         self.stack.local.update({"udp": ("127.0.0.1", 5060)})
         router = Router(self.config, random.Random(1))
-        calls = self.stack.calls = Calls(self.stack, router, numbers, self.config.b2bua,
-                                         self.stack.ids)
-        self.guard = Guard(self.config, router.identify, b"k" * 32, lambda n: bytes(range(n)))
-        self.guard.dialogs = calls.dialogs
-        router.registered = lambda peer: self.guard.contacts(peer, self.now)
-        self.stack.guard = self.guard
-        self.stack.timed.append(self.guard)
-        calls.admission = Admission(limits_of(self.config))
+        self.stack.calls = Calls(self.stack, router, numbers, self.config.b2bua, self.stack.ids)
+        self.guard = install(self.stack, self.config, b"k" * 32, lambda n: bytes(range(n)),
+                             lambda: self.now, random.Random(3))
 
     def feed(self, msg, source):
         return self.stack.received(msg, source, self.now)
