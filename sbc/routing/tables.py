@@ -45,6 +45,7 @@ __all__ = [
 FORBIDDEN = (403, "Forbidden")          # deny rule, unknown source, peer without a table
 NO_ROUTE = (404, "No Route")            # no rule matches
 UNAVAILABLE = (503, "Service Unavailable")  # the rule's peers have no usable gateway
+NOT_REGISTERED = (480, "Temporarily Unavailable")  # PBXs reached by REGISTER, none registered
 
 _CACHE_SIZE = 4096  # classified source addresses remembered per Router
 
@@ -294,8 +295,12 @@ class Router:
         if rule.deny:
             return Decision(called_user, number, rule, table.name, index, reject=FORBIDDEN)
         targets = self.targets(rule, number, available)
+        if targets:
+            return Decision(called_user, number, rule, table.name, index, targets)
+        # every peer reached by registration and none registered: the user is away
+        away = all(not self._groups.get(name) for name in rule.to)
         return Decision(called_user, number, rule, table.name, index, targets,
-                        None if targets else UNAVAILABLE)
+                        NOT_REGISTERED if away else UNAVAILABLE)
 
     def targets(self, rule, number, available=None):
         """The rule's targets for `number` (E.164), in attempt order."""

@@ -254,6 +254,12 @@ class DigestTests(Case):
         [invite] = [m for m in self.sends(out, REMOTE) if m.method == "INVITE"]
         self.assertTrue(invite.uri.startswith("sip:+15551234567@203.0.113.7:5080"), invite.uri)
 
+    def test_unregistered_pbx_is_temporarily_unavailable(self):
+        """A call to a registration-only PBX that has not registered gets 480."""
+        out = self.feed(request("INVITE", GW, user="+15551234567", call="away"), GW)
+        self.assertEqual([(m.status, m.reason) for m in self.final(out, GW)],
+                         [(480, "Temporarily Unavailable")])
+
     def test_invite_authenticated_from_anywhere(self):
         """An INVITE from an unknown address is challenged 407; with the account's
         credentials it is routed as that peer's call."""
