@@ -10,7 +10,9 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from ..errors import ParseError
-from .uri import AbsoluteURI, Params, parse_uri, split_host_port
+from .uri import (
+    HOST_FAST, SIP_FAST, AbsoluteURI, Params, fast_params, fast_sip, params_pattern, parse_uri,
+    rest_check, split_host_port)
 
 TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _VIA = re.compile(r"\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+"
@@ -152,30 +154,74 @@ class Via(Params):
 
 
 _TOKEN_CHARS = r"A-Za-z0-9\-.!%*_+`'~"
-# The common shapes, matched in one go; anything else takes the general path.
-_PARAMS_FAST = rf"((?:;[{_TOKEN_CHARS}]+(?:=[{_TOKEN_CHARS}:\[\]]+)?)*)"
-_VIA_FAST = re.compile(rf"SIP/2\.0/([A-Za-z]+) ([A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?)"
-                       rf"(?::([0-9]{{1,5}}))?{_PARAMS_FAST}\Z")
-_ADDR_FAST = re.compile(rf'(?:"([^"\\]*)" ?|([{_TOKEN_CHARS}]+(?: [{_TOKEN_CHARS}]+)*) ?)?'
-                        rf"<([^<>\s\"]+)>{_PARAMS_FAST}\Z")
+_VALUE_CHARS = _TOKEN_CHARS + r":\[\]"  # token, or an IPv6 address (received=)
+# Fast paths (see uri.py): one match for the usual shapes, the general path
+# for everything else. The *_FAST texts are also embedded by message.py in
+# the search that finds a header line, so that finding and parsing the usual
+# value is one match; via_fast, address_fast and cseq_fast take the groups.
+_PARAMS_FAST = params_pattern(_TOKEN_CHARS, _VALUE_CHARS)
+_REST = rest_check(_TOKEN_CHARS, _VALUE_CHARS)
+VIA_FAST = rf"SIP/2\.0/([A-Za-z]+) ({HOST_FAST})(?::([0-9]{{1,5}})|){_PARAMS_FAST}"
+_DISPLAY_FAST = rf'(?:"([^"\\]*)" ?|([{_TOKEN_CHARS}]+(?: [{_TOKEN_CHARS}]+)*) ?|)'
+# name-addr with a plain sip: URI inside, URI included.
+NAME_ADDR_FAST = rf"{_DISPLAY_FAST}<{SIP_FAST}>{_PARAMS_FAST}"
+CSEQ_FAST = rf"([0-9]{{1,10}}) ([{_TOKEN_CHARS}]+)"
+_VIA_FAST = re.compile(VIA_FAST + r"\Z")
+_NAME_ADDR_FAST = re.compile(NAME_ADDR_FAST + r"\Z")
+# name-addr with any other URI inside.
+_ADDR_FAST = re.compile(rf"{_DISPLAY_FAST}<([^<>\s\"]+)>{_PARAMS_FAST}\Z")
 
 
-def _fast_params(text):
-    if not text:
-        return []
-    out = []
-    for part in text[1:].split(";"):
-        name, eq, value = part.partition("=")
-        out.append((name, value if eq else None))
-    return out
+def via_fast(transport, host, port, n1, v1, n2, v2, rest):
+    """A Via from VIA_FAST's groups; None if they need the general path
+    (also when VIA_FAST did not match: transport is None)."""
+    if transport is None:
+        return None
+    if port is not None:
+        port = int(port)
+        if port > 65535:
+            return None
+    params = fast_params(n1, v1, n2, v2, rest, _REST)
+    if params is None:
+        return None
+    return Via(transport.upper(), host, port, params)
+
+
+def address_fast(quoted, tokens, scheme, user, host, port, un1, uv1, un2, uv2, urest,
+                 n1, v1, n2, v2, rest):
+    """An Address from NAME_ADDR_FAST's groups; None if they need the general
+    path (also when NAME_ADDR_FAST did not match: scheme is None)."""
+    if scheme is None:
+        return None
+    uri = fast_sip(scheme, user, host, port, un1, uv1, un2, uv2, urest)
+    # No header params (To, Contact, Route...) is common enough to skip a call.
+    params = [] if n1 is None and not rest else fast_params(n1, v1, n2, v2, rest, _REST)
+    if uri is None or params is None:
+        return None
+    return Address(uri, quoted if quoted is not None else tokens, params)
+
+
+def cseq_fast(seq, method):
+    """A CSeq from CSEQ_FAST's groups; None if they need the general path."""
+    if seq is None:
+        return None
+    seq = int(seq)
+    if seq > MAX_UINT32:
+        return None
+    return _tuple(CSeq, (seq, method))  # CSeq(seq, method) without its Python-level __new__
 
 
 def parse_via(value):
     m = _VIA_FAST.match(value)
     if m is not None:
-        transport, host, port, params = m.groups()
-        if port is None or int(port) <= 65535:
-            return Via(transport.upper(), host, port and int(port), _fast_params(params))
+        via = via_fast(*m.groups())
+        if via is not None:
+            return via
+    return parse_via_general(value)
+
+
+def parse_via_general(value):
+    """parse_via without the fast path: any Via, with the precise error."""
     semi = value.find(";")
     head, tail = (value, "") if semi < 0 else (value[:semi], value[semi:])
     m = _VIA.match(head)
@@ -211,11 +257,22 @@ STAR = "*"
 
 def parse_address(value, what="address"):
     """Parse name-addr / addr-spec followed by header params."""
+    m = _NAME_ADDR_FAST.match(value)
+    if m is not None:
+        address = address_fast(*m.groups())
+        if address is not None:
+            return address
     m = _ADDR_FAST.match(value)
     if m is not None:
-        quoted, tokens, uri, params = m.groups()
-        return Address(_uri(uri, what), quoted if quoted is not None else tokens,
-                       _fast_params(params))
+        quoted, tokens, uri, n1, v1, n2, v2, rest = m.groups()
+        params = fast_params(n1, v1, n2, v2, rest, _REST)
+        if params is not None:
+            return Address(_uri(uri, what), quoted if quoted is not None else tokens, params)
+    return parse_address_general(value, what)
+
+
+def parse_address_general(value, what="address"):
+    """parse_address without the fast paths: any value, with the precise error."""
     value = value.strip()
     if not value:
         raise ParseError(f"Empty {what} header")
@@ -280,13 +337,14 @@ def parse_cseq(value):
     m = _CSEQ.match(value)
     if m is None:
         raise ParseError("Invalid CSeq header")
-    digits = m.group(1)
-    if len(digits) > 10 or int(digits) > MAX_UINT32:  # length first: int() of a huge string
-        raise ParseError("CSeq number out of range")
-    seq = int(digits)
+    seq, method = m.groups()
+    seq = int(seq)
     if seq > MAX_UINT32:
         raise ParseError("CSeq number out of range")
-    return CSeq(seq, m.group(2))
+    return _tuple(CSeq, (seq, method))
+
+
+_tuple = tuple.__new__
 
 
 def parse_uint(value, what, maximum=MAX_UINT32):

@@ -134,8 +134,8 @@ def _split_headers(lines, limits):
 
 
 def find_header(head, lower, key):
-    """Values of header `key` found by searching the raw header bytes, without
-    splitting them into lines: what makes an unread header nearly free.
+    """Values of header `key` found by searching raw header bytes, without
+    splitting them into lines (a stream framer's Content-Length).
 
     `head` starts with CRLF (the one ending the start line); `lower` is
     head.lower(). Mirrors _split_headers: folding joined with one SP.
@@ -176,20 +176,86 @@ class _Search(dict):
 _SEARCH = _Search()
 
 
+class _Find(dict):
+    """key -> compiled search for its lines in a message's unsplit header
+    text: long and compact names, ASCII case-insensitive (no lower-cased
+    copy to make or to keep in step)."""
+
+    def __missing__(self, key):
+        names = [re.escape(key)]
+        if key in _LONG:
+            names.append(re.escape(_LONG[key]))
+        pattern = self[key] = re.compile(r"\r\n(?i:" + "|".join(names) + r")[ \t]*:", re.ASCII)
+        return pattern
+
+
+_FIND = _Find()
+
+
+def _find_parsed(key, body):
+    """_FIND[key] that goes on to match the usual shape of the value (`body`,
+    from headers.py) up to the end of an unfolded line: finding and parsing
+    in one match. Where the value has another shape the body's groups are
+    all None and the match ends where the value begins: the general path
+    takes it from there. Either way it is the first `key` line that is found."""
+    return re.compile(_FIND[key].pattern + r"[ \t]*(?:" + body
+                      + r"[ \t]*(?=\r\n(?![ \t])|\Z)|)", re.ASCII)
+
+
+_VIA = _find_parsed("via", h.VIA_FAST)
+_FROM = _find_parsed("from", h.NAME_ADDR_FAST)
+_TO = _find_parsed("to", h.NAME_ADDR_FAST)
+_CONTACT = _find_parsed("contact", h.NAME_ADDR_FAST)
+_CSEQ = _find_parsed("cseq", h.CSEQ_FAST)
+_CONTENT_LENGTH = _find_parsed("content-length", "([0-9]+)")
+
+
+def _parse_top_via(value):
+    return h.parse_via(h.split_list(value)[0] if "," in value else value)
+
+
+def _parse_from(value):
+    return h.parse_address(value, "From")
+
+
+def _parse_to(value):
+    return h.parse_address(value, "To")
+
+
+def _text_value(text, start):
+    """_value on text: up to CRLF, continuation lines joined with one SP."""
+    end = text.find("\r\n", start)
+    if end < 0:
+        return text[start:].strip(" \t")
+    if text[end + 2] not in " \t":
+        return text[start:end].strip(" \t")
+    parts = [text[start:end].strip(" \t")]
+    while text[end + 2:end + 3] in (" ", "\t"):  # folded: continuation lines
+        nxt = text.find("\r\n", end + 2)
+        nxt = len(text) if nxt < 0 else nxt
+        parts.append(text[end + 2:nxt].strip(" \t"))
+        end = nxt
+    return " ".join(p for p in parts if p)
+
+
+def _missing(key):
+    return ParseError(f"Missing {spell(key)} header", kind="header")
+
+
 class Message:
     """Common part of requests and responses: headers, body, lazy accessors.
 
-    A parsed message keeps its header bytes and splits them into
-    `headers` [(key, name, value)] only when something needs the whole list;
-    `get` on an unsplit message searches the bytes instead.
+    A parsed message keeps its header section as text (`_text`, from the CRLF
+    ending the start line) and splits it into `headers` [(key, name, value)]
+    only when something needs the whole list; `get` on an unsplit message
+    searches the text instead.
     """
 
-    __slots__ = ("_headers", "_head", "_lower", "_limits", "_defect", "_body", "_raw", "_cache")
+    __slots__ = ("_headers", "_text", "_limits", "_defect", "_body", "_raw", "_cache")
 
     def __init__(self, headers=None, body=b""):
         self._headers = headers if headers is not None else []
-        self._head = None
-        self._lower = None
+        self._text = None
         self._defect = None
         self._body = body
         self._raw = None
@@ -199,16 +265,15 @@ class Message:
     def headers(self):
         headers = self._headers
         if headers is None:
-            text = self._head.decode("utf-8", "surrogateescape")
-            headers, self._defect = _split_headers(text.split("\r\n")[1:], self._limits)
+            headers, self._defect = _split_headers(self._text.split("\r\n")[1:], self._limits)
             self._headers = headers
-            self._head = self._lower = None
+            self._text = None
         return headers
 
     @headers.setter
     def headers(self, value):
         self._headers = value
-        self._head = self._lower = None
+        self._text = None
         self._changed()
 
     @property
@@ -220,20 +285,28 @@ class Message:
     # -- raw header access ---------------------------------------------------
     def get(self, name, default=None):
         """Value of the first header line called `name` (any spelling or compact form)."""
-        key = _KEYS.get(name) or header_key(name)
-        if self._headers is None:
-            m = _SEARCH[key].search(self._lower)
-            return default if m is None else _value(self._head, m.end())
-        for k, _, value in self._headers:
+        value = self._first(_KEYS.get(name) or header_key(name))
+        return default if value is None else value
+
+    def _first(self, key):
+        """Value of the first `key` line, or None: a search of the unsplit
+        text or of the split list."""
+        headers = self._headers
+        if headers is None:
+            text = self._text
+            m = _FIND[key].search(text)
+            return None if m is None else _text_value(text, m.end())
+        for k, _, value in headers:
             if k == key:
                 return value
-        return default
+        return None
 
     def get_all(self, name):
         """Values of every header line called `name`, in order."""
         key = _KEYS.get(name) or header_key(name)
         if self._headers is None:
-            return find_header(self._head, self._lower, key)
+            text = self._text
+            return [_text_value(text, m.end()) for m in _FIND[key].finditer(text)]
         return [v for k, _, v in self._headers if k == key]
 
     def values(self, name):
@@ -280,25 +353,30 @@ class Message:
         unsplit message: the bytes stay valid, nothing is split or rebuilt
         (what a relaying SBC does to most messages). False if the header is
         absent, repeated or folded: the caller takes the general path."""
-        head, lower = self._head, self._lower
-        found = _SEARCH[key].search(lower)
-        if found is None:
+        text = self._text
+        search = _FIND[key].search
+        m = search(text)
+        if m is None:
             return False
-        end = head.find(b"\r\n", found.end())
+        end = text.find("\r\n", m.end())
         if end < 0:
-            end = len(head)
-        elif head[end + 2:end + 3] in (b" ", b"\t"):
+            end = len(text)
+        elif text[end + 2] in " \t":
             return False
-        if _SEARCH[key].search(lower, found.end()) is not None:
+        if search(text, end) is not None:
             return False
-        start = found.start() + 2
-        name = head[start:found.end() - 1].rstrip(b" \t")
-        line = name + b": " + value.encode("utf-8", "surrogateescape")
+        start = m.start() + 2
+        name = text[start:text.index(":", start)].rstrip(" \t")
+        line = f"{name}: {value}"
         raw = self._raw
-        at = raw.find(b"\r\n")  # the header bytes begin at the end of the start line
-        self._head = head[:start] + line + head[end:]
-        self._lower = lower[:start] + line.lower() + lower[end:]
-        self._raw = raw[:at] + self._head + raw[at + len(head):]
+        at = raw.find(b"\r\n")  # the header section begins at the end of the start line
+        if text.isascii():
+            first, last = at + start, at + end
+        else:  # character and byte offsets differ
+            first = at + len(text[:start].encode("utf-8", "surrogateescape"))
+            last = first + len(text[start:end].encode("utf-8", "surrogateescape"))
+        self._text = text[:start] + line + text[end:]
+        self._raw = raw[:first] + line.encode("utf-8", "surrogateescape") + raw[last:]
         cache = self._cache
         if cache:
             cache.pop(key, None)
@@ -338,38 +416,61 @@ class Message:
             self._raw = None
 
     # -- structured accessors (parsed once, cached) ------------------------
+    # Spelled out one by one: these run for every message, and each call
+    # saved is measurable (see bench/parse.py).
     def _required(self, key):
-        value = self.get(key)
+        value = self._first(key)
         if value is None:
-            raise ParseError(f"Missing {spell(key)} header", kind="header")
+            raise _missing(key)
         return value
+
+    def _structured(self, key, line, fast, parse):
+        """The first `key` header, parsed. In unsplit text, `line` finds it and
+        matches the usual shape of its value, built by `fast` from the groups;
+        `parse` is the general parser."""
+        if self._headers is None:
+            text = self._text
+            m = line.search(text)
+            if m is None:
+                raise _missing(key)
+            value = fast(*m.groups())
+            if value is not None:
+                return value
+            value = _text_value(text, m.end())
+        else:
+            value = self._required(key)
+        return parse(value)
 
     @property
     def call_id(self):
-        value = self._cache.get("call-id")
+        cache = self._cache
+        value = cache.get("call-id")
         if value is None:
-            value = self._cache["call-id"] = self._required("call-id")
+            value = self._first("call-id")
+            if value is None:
+                raise _missing("call-id")
+            cache["call-id"] = value
         return value
 
     @property
     def cseq(self):
         value = self._cache.get("cseq")
         if value is None:
-            value = self._cache["cseq"] = h.parse_cseq(self._required("cseq"))
+            value = self._cache["cseq"] = self._structured("cseq", _CSEQ, h.cseq_fast, h.parse_cseq)
         return value
 
     @property
     def from_(self):
         value = self._cache.get("from")
         if value is None:
-            value = self._cache["from"] = h.parse_address(self._required("from"), "From")
+            value = self._cache["from"] = self._structured("from", _FROM, h.address_fast, _parse_from)
         return value
 
     @property
     def to(self):
         value = self._cache.get("to")
         if value is None:
-            value = self._cache["to"] = h.parse_address(self._required("to"), "To")
+            value = self._cache["to"] = self._structured("to", _TO, h.address_fast, _parse_to)
         return value
 
     @property
@@ -385,36 +486,66 @@ class Message:
         """The top Via, parsed without touching the others."""
         value = self._cache.get("via")
         if value is None:
-            top = self._required("via")
-            if "," in top:
-                top = h.split_list(top)[0]
-            value = self._cache["via"] = h.parse_via(top)
+            value = self._cache["via"] = self._structured("via", _VIA, h.via_fast, _parse_top_via)
         return value
 
-    def _list(self, key, build):
-        value = self._cache.get(key)
-        if value is None:
-            value = self._cache[key] = build()
-        return value
+    def _elements(self, key):
+        """values(key) without the list building when there is one line and no comma."""
+        if self._headers is None:
+            text = self._text
+            search = _FIND[key].search
+            m = search(text)
+            if m is None:
+                return []
+            if search(text, m.end()) is None:
+                value = _text_value(text, m.end())
+                if "," not in value:
+                    return [value.strip()]
+        return self.values(key)
 
     @property
     def vias(self):
-        return self._list("vias", lambda: [h.parse_via(v) for v in self.values("via")])
+        value = self._cache.get("vias")
+        if value is None:
+            value = self._cache["vias"] = [h.parse_via(v) for v in self._elements("via")]
+        return value
 
     @property
     def contacts(self):
         """Contact values; a wildcard Contact gives [headers.STAR]."""
-        return self._list("contact", lambda: [h.STAR if v == "*" else h.parse_address(v, "Contact")
-                                              for v in self.values("contact")])
+        cache = self._cache
+        value = cache.get("contact")
+        if value is None:
+            if self._headers is None:  # the usual one line with one name-addr: one match
+                text = self._text
+                m = _CONTACT.search(text)
+                if m is None:
+                    value = []
+                elif _FIND["contact"].search(text, m.end()) is None:
+                    one = h.address_fast(*m.groups())
+                    if one is not None:
+                        value = [one]
+            if value is None:
+                value = [h.STAR if v == "*" else h.parse_address(v, "Contact")
+                         for v in self._elements("contact")]
+            cache["contact"] = value
+        return value
 
     @property
     def routes(self):
-        return self._list("route", lambda: [h.parse_address(v, "Route") for v in self.values("route")])
+        value = self._cache.get("route")
+        if value is None:
+            value = self._cache["route"] = [h.parse_address(v, "Route")
+                                            for v in self._elements("route")]
+        return value
 
     @property
     def record_routes(self):
-        return self._list("record-route", lambda: [h.parse_address(v, "Record-Route")
-                                                   for v in self.values("record-route")])
+        value = self._cache.get("record-route")
+        if value is None:
+            value = self._cache["record-route"] = [h.parse_address(v, "Record-Route")
+                                                   for v in self._elements("record-route")]
+        return value
 
     @property
     def max_forwards(self):
@@ -424,7 +555,12 @@ class Message:
     @property
     def content_type(self):
         value = self.get("content-type")
-        return None if value is None else self._list("content-type", lambda: h.parse_media_type(value))
+        if value is None:
+            return None
+        parsed = self._cache.get("content-type")
+        if parsed is None:
+            parsed = self._cache["content-type"] = h.parse_media_type(value)
+        return parsed
 
     # -- serialization ----------------------------------------------------------
     def start_line(self):
@@ -459,7 +595,7 @@ class Request(Message):
 
     def __init__(self, method, uri, headers=None, body=b""):
         self._headers = headers if headers is not None else []
-        self._head = self._lower = self._defect = self._raw = None
+        self._text = self._defect = self._raw = None
         self._body = body
         self._cache = {}
         self._method = method
@@ -487,8 +623,11 @@ class Request(Message):
 
     @property
     def request_uri(self):
-        from .uri import parse_uri
-        return self._list("ruri", lambda: parse_uri(self.uri))
+        value = self._cache.get("ruri")
+        if value is None:
+            from .uri import parse_uri
+            value = self._cache["ruri"] = parse_uri(self._uri)
+        return value
 
     def start_line(self):
         return f"{self.method} {self.uri} SIP/2.0"
@@ -502,7 +641,7 @@ class Response(Message):
 
     def __init__(self, status, reason=None, headers=None, body=b""):
         self._headers = headers if headers is not None else []
-        self._head = self._lower = self._defect = self._raw = None
+        self._text = self._defect = self._raw = None
         self._body = body
         self._cache = {}
         self._status = status
@@ -571,21 +710,23 @@ def _too_long(head, limit):
     return False
 
 
-def _lazy(msg, head, limits):
-    """Attach unsplit header bytes (starting with the CRLF after the start line)."""
-    msg._headers = None
-    msg._head = head
-    msg._lower = head.lower()
-    msg._limits = limits
-    return msg
+# The usual start lines, matched in one go (same result as _start, which
+# handles everything else and says what is wrong).
+_REQUEST_LINE = re.compile(r"([A-Z]+) ([^ <][^ ]*) SIP/2\.0\Z")
+_STATUS_LINE = re.compile(r"SIP/2\.0 ([1-6][0-9][0-9]) (.*)\Z", re.S)
 
 
-def _partial(start, head, limits):
+_new = object.__new__
+
+
+def _partial(start, text, limits):
     """Best effort for an error reply: headers of a message whose start line failed."""
     method = start.split(" ", 1)[0]
     if start[:4].upper() == "SIP/" or not method:
         return None
-    return _lazy(Request(method, ""), head, limits)
+    msg = Request(method, "")
+    msg._headers, msg._text, msg._limits = None, text, limits
+    return msg
 
 
 def parse(data, limits=DEFAULT_LIMITS, datagram=True):
@@ -601,36 +742,66 @@ def parse(data, limits=DEFAULT_LIMITS, datagram=True):
     if type(data) is not bytes:
         data = bytes(data)
     end = data.find(b"\r\n\r\n")
-    head = data.rstrip(b"\r\n") if end < 0 else data[:end]
-    first = head.find(b"\r\n")
-    if first < 0:
-        start, head = head.decode("utf-8", "surrogateescape"), b""
+    if end < 0:
+        head = data.rstrip(b"\r\n")
+        first = head.find(b"\r\n")
+        if first < 0:
+            start, head = head.decode("utf-8", "surrogateescape"), b""
+        else:
+            start, head = head[:first].decode("utf-8", "surrogateescape"), head[first:]
     else:
-        start, head = head[:first].decode("utf-8", "surrogateescape"), head[first:]
-    if head.count(b"\r\n") > limits.max_headers:
+        first = data.find(b"\r\n")  # at most `end`: then there are no header lines
+        start = data[:first].decode("utf-8", "surrogateescape")
+        head = data[first:end]
+    # Each line takes 3 bytes at least (CRLF and one more), so a short header
+    # section needs no counting.
+    if len(head) > 3 * limits.max_headers and head.count(b"\r\n") > limits.max_headers:
         raise ParseError("Too Many Headers", kind="too_large")
     if len(head) > limits.max_header_length and _too_long(head, limits.max_header_length):
         raise ParseError("Header Too Long", kind="too_large")
-    try:
-        msg = _lazy(_start(start), head, limits)
-    except ParseError as e:
-        e.partial = _partial(start, head, limits)
-        raise
+    text = head.decode("utf-8", "surrogateescape")
+    m = _REQUEST_LINE.match(start)
+    if m is not None:
+        msg = _new(Request)
+        msg._method, msg._uri = m.groups()
+    else:
+        m = _STATUS_LINE.match(start)
+        if m is not None:
+            msg = _new(Response)
+            status, msg._reason = m.groups()
+            msg._status = int(status)
+        else:
+            try:
+                msg = _start(start)
+            except ParseError as e:
+                e.partial = _partial(start, text, limits)
+                raise
+    # The slots of a parsed message, filled directly: parse's hot path.
+    msg._headers = None
+    msg._text = text
+    msg._limits = limits
+    msg._defect = None
+    msg._body = b""
+    msg._raw = None
+    msg._cache = {}
     if end < 0:
         raise ParseError("Incomplete header section", partial=msg, kind="truncated")
     if len(data) > limits.max_message_size:
         raise ParseError("Message Too Large", 513, partial=msg, kind="too_large")
     body_start = end + 4
-    lengths = find_header(head, msg._lower, "content-length")
-    if not lengths:
+    found = _CONTENT_LENGTH.search(text)
+    if found is None:
         if not datagram:
             raise ParseError("Missing Content-Length header", partial=msg, kind="content_length")
         body = data[body_start:]
     else:
-        value = lengths[0]
-        if len(lengths) > 1 and any(v != value for v in lengths):
+        value = found.group(1)  # the usual digits, or None
+        if value is None:
+            value = _text_value(text, found.end())
+        if _FIND["content-length"].search(text, found.end()) is not None and any(
+                v != value for v in msg.get_all("content-length")):
             raise ParseError("Conflicting Content-Length headers", partial=msg, kind="content_length")
-        if not _DIGITS.match(value):
+        if not (value.isdigit() and value.isascii()):
             raise ParseError("Invalid Content-Length header", partial=msg, kind="content_length")
         length = int(value) if len(value) <= 10 else limits.max_body_size + 1
         if length > limits.max_body_size:

@@ -157,20 +157,82 @@ class AbsoluteURI:
         return f"{self.scheme}:{self.opaque}"
 
 
-# sip:user@host:port;params with nothing unusual, matched in one go.
-_SIP_FAST = re.compile(r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,;?/%]+)@)?"
-                       r"([A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9])?)(?::([0-9]{1,5}))?"
-                       r"((?:;[A-Za-z0-9\-_.!~*'()&+$\[\]/:%]+(?:=[A-Za-z0-9\-_.!~*'()&+$\[\]/:%]+)?)*)\Z")
+# -- fast paths ------------------------------------------------------------
+# The usual shapes of a URI (and, in headers.py, of Via and name-addr) are
+# matched by one regex each and taken from its groups; anything else goes to
+# the general parser, which gives the same value or the precise error. Two
+# things keep sre quick here: '(?:X|)' instead of '(?:X)?' (an optional group
+# runs through a repeat context, a branch does not), and the first two params
+# in groups of their own with the others as one run of characters, checked
+# by fast_params only when present.
+
+def params_pattern(name, value):
+    """Fast-path regex text for ';name[=value]' params (character classes
+    `name` and `value`, without brackets, neither holding ';' nor '='):
+    groups n1, v1, n2, v2 (None: absent; value None: no '=') and the rest."""
+    one = rf"(?:;([{name}]+)(?:=([{value}]+)|)|)"
+    return rf"{one}{one}([;={name}{value}]*)"
+
+
+def rest_check(name, value):
+    """The check fast_params makes of a params_pattern's rest."""
+    return re.compile(rf"(?:;[{name}]+(?:=[{value}]+)?)*\Z")
+
+
+def fast_params(n1, v1, n2, v2, rest, check):
+    """The params list from params_pattern's groups; None when the rest does
+    not pass `check` (then the caller takes the general path)."""
+    if rest:
+        if check.match(rest) is None:
+            return None
+        params = [] if n1 is None else [(n1, v1)]
+        if n2 is not None:
+            params.append((n2, v2))
+        for part in rest[1:].split(";"):
+            name, eq, value = part.partition("=")
+            params.append((name, value if eq else None))
+        return params
+    if n2 is not None:
+        return [(n2, v2)] if n1 is None else [(n1, v1), (n2, v2)]
+    return [] if n1 is None else [(n1, v1)]
+
+
+HOST_FAST = r"[A-Za-z0-9](?:[A-Za-z0-9\-.]*[A-Za-z0-9]|)"
+_URI_PARAM_CHARS = r"A-Za-z0-9\-_.!~*'()&+$\[\]/:%"
+# sip:user@host:port;params with nothing unusual. Shared with headers.py,
+# which embeds it in its name-addr pattern.
+SIP_FAST = (r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,;?/%]+)@|)"
+            rf"({HOST_FAST})(?::([0-9]{{1,5}})|)"
+            + params_pattern(_URI_PARAM_CHARS, _URI_PARAM_CHARS))
+_SIP_FAST = re.compile(SIP_FAST + r"\Z")
+_URI_REST = rest_check(_URI_PARAM_CHARS, _URI_PARAM_CHARS)
+
+
+def fast_sip(scheme, user, host, port, n1, v1, n2, v2, rest):
+    """A SIPURI from SIP_FAST's groups, or None when the port is out of
+    range or the params need the general path."""
+    if port is not None:
+        port = int(port)
+        if port > 65535:
+            return None
+    params = fast_params(n1, v1, n2, v2, rest, _URI_REST)
+    if params is None:
+        return None
+    return SIPURI(scheme, user, None, host, port, params)
 
 
 def parse_uri(text):
     """Parse a URI as found in a Request-URI or inside <...>."""
     m = _SIP_FAST.match(text)
     if m is not None:
-        scheme, user, host, port, params = m.groups()
-        if port is None or int(port) <= 65535:
-            return SIPURI(scheme, user, None, host, port and int(port),
-                          parse_params(params) if params else [])
+        uri = fast_sip(*m.groups())
+        if uri is not None:
+            return uri
+    return parse_uri_general(text)
+
+
+def parse_uri_general(text):
+    """parse_uri without the fast path: any URI, with the precise error."""
     scheme, colon, rest = text.partition(":")
     if not colon or not _SCHEME.match(scheme):
         raise ParseError("Invalid URI scheme")
