@@ -375,10 +375,9 @@ class Calls:
         if self.overload is not None:
             refusal = self.overload.check(len(self.active))
             if refusal is not None:  # shed load before doing any work for it
-                return early + [Refused(source.name, "in", "overload_" + refusal.limit)] + \
-                    self.stack.respond(
-                    event.txn, self._reply(req, refusal.status, refusal.reason,
-                                           _retry_after(refusal)), now)
+                reply = self._reply(req, refusal.status, refusal.reason, _retry_after(refusal))
+                refused = Refused(source.name, "in", "overload_" + refusal.limit)
+                return early + [refused] + self.stack.respond(event.txn, reply, now)
         decision = self.router.route(source, callee_in, self.available)
         call = Call(self.ids.call_id(), source, decision, now)
         call.callee_in, call.caller_in = callee_in, caller_in
