@@ -11,8 +11,8 @@ from typing import NamedTuple
 
 from ..errors import ParseError
 from .uri import (
-    HOST_FAST, SIP_FAST, AbsoluteURI, Params, fast_params, fast_sip, params_pattern, parse_uri,
-    rest_check, split_host_port)
+    _URI_REST, HOST_FAST, SIP_FAST, AbsoluteURI, Params, fast_params, fast_sip, new_sip_uri,
+    params_pattern, parse_uri, rest_check, split_host_port)
 
 TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
 _VIA = re.compile(r"\s*SIP\s*/\s*2\.0\s*/\s*([A-Za-z0-9\-.!%*_+`'~]+)\s+"
@@ -133,7 +133,7 @@ class Via(Params):
 
     @property
     def branch(self):
-        return self.param("branch")
+        return self._lower_param("branch")
 
     @property
     def received(self):
@@ -184,7 +184,12 @@ def via_fast(transport, host, port, n1, v1, n2, v2, rest):
     params = fast_params(n1, v1, n2, v2, rest, _REST)
     if params is None:
         return None
-    return Via(transport.upper(), host, port, params)
+    via = _new(Via)  # Via(...) without the call through the class (see uri.new_sip_uri)
+    via.transport = transport.upper()
+    via.host = host
+    via.port = port
+    via.params = params
+    return via
 
 
 def address_fast(quoted, tokens, scheme, user, host, port, un1, uv1, un2, uv2, urest,
@@ -193,12 +198,29 @@ def address_fast(quoted, tokens, scheme, user, host, port, un1, uv1, un2, uv2, u
     path (also when NAME_ADDR_FAST did not match: scheme is None)."""
     if scheme is None:
         return None
-    uri = fast_sip(scheme, user, host, port, un1, uv1, un2, uv2, urest)
-    # No header params (To, Contact, Route...) is common enough to skip a call.
-    params = [] if n1 is None and not rest else fast_params(n1, v1, n2, v2, rest, _REST)
-    if uri is None or params is None:
-        return None
-    return Address(uri, quoted if quoted is not None else tokens, params)
+    if port is not None:
+        port = int(port)
+        if port > 65535:
+            return None
+    # Written out rather than calling fast_sip and fast_params: no URI params
+    # or one, and no header params (To, Contact, Route...) are the usual.
+    if urest or un2 is not None:
+        uparams = fast_params(un1, uv1, un2, uv2, urest, _URI_REST)
+        if uparams is None:
+            return None
+    else:
+        uparams = [] if un1 is None else [(un1, uv1)]
+    if rest or n2 is not None:
+        params = fast_params(n1, v1, n2, v2, rest, _REST)
+        if params is None:
+            return None
+    else:
+        params = [] if n1 is None else [(n1, v1)]
+    address = _new(Address)  # Address(...) without the call through the class
+    address.uri = new_sip_uri(scheme, user, host, port, uparams)
+    address.display = quoted if quoted is not None else tokens
+    address.params = params
+    return address
 
 
 def cseq_fast(seq, method):
@@ -245,7 +267,7 @@ class Address(Params):
 
     @property
     def tag(self):
-        return self.param("tag")
+        return self._lower_param("tag")
 
     def __str__(self):
         display = quote(self.display) + " " if self.display else ""
@@ -345,6 +367,7 @@ def parse_cseq(value):
 
 
 _tuple = tuple.__new__
+_new = object.__new__
 
 
 def parse_uint(value, what, maximum=MAX_UINT32):

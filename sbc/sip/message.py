@@ -196,8 +196,9 @@ def _find_parsed(key, body):
     """_FIND[key] that goes on to match the usual shape of the value (`body`,
     from headers.py) up to the end of an unfolded line: finding and parsing
     in one match. Where the value has another shape the body's groups are
-    all None and the match ends where the value begins: the general path
-    takes it from there. Either way it is the first `key` line that is found."""
+    all None and the general path takes it (as it does when a builder in
+    headers.py refuses the groups). Either way it is the first `key` line
+    that is found."""
     return re.compile(_FIND[key].pattern + r"[ \t]*(?:" + body
                       + r"[ \t]*(?=\r\n(?![ \t])|\Z)|)", re.ASCII)
 
@@ -208,6 +209,11 @@ _TO = _find_parsed("to", h.NAME_ADDR_FAST)
 _CONTACT = _find_parsed("contact", h.NAME_ADDR_FAST)
 _CSEQ = _find_parsed("cseq", h.CSEQ_FAST)
 _CONTENT_LENGTH = _find_parsed("content-length", "([0-9]+)")
+_CALL_ID = _find_parsed("call-id", "([!-~]+)")  # printable, no space: any usual Call-ID
+
+
+def _same(value):
+    return value
 
 
 def _parse_top_via(value):
@@ -251,7 +257,8 @@ class Message:
     searches the text instead.
     """
 
-    __slots__ = ("_headers", "_text", "_limits", "_defect", "_body", "_raw", "_cache")
+    # _at: where _text begins in _raw (bytes), while both are set.
+    __slots__ = ("_headers", "_text", "_at", "_limits", "_defect", "_body", "_raw", "_cache")
 
     def __init__(self, headers=None, body=b""):
         self._headers = headers if headers is not None else []
@@ -358,7 +365,8 @@ class Message:
         m = search(text)
         if m is None:
             return False
-        end = text.find("\r\n", m.end())
+        colon = m.end()  # just past the ':'
+        end = text.find("\r\n", colon)
         if end < 0:
             end = len(text)
         elif text[end + 2] in " \t":
@@ -366,16 +374,15 @@ class Message:
         if search(text, end) is not None:
             return False
         start = m.start() + 2
-        name = text[start:text.index(":", start)].rstrip(" \t")
-        line = f"{name}: {value}"
-        raw = self._raw
-        at = raw.find(b"\r\n")  # the header section begins at the end of the start line
+        line = text[start:colon - 1].rstrip(" \t") + ": " + value
+        at = self._at
         if text.isascii():
             first, last = at + start, at + end
         else:  # character and byte offsets differ
             first = at + len(text[:start].encode("utf-8", "surrogateescape"))
             last = first + len(text[start:end].encode("utf-8", "surrogateescape"))
         self._text = text[:start] + line + text[end:]
+        raw = self._raw
         self._raw = raw[:first] + line.encode("utf-8", "surrogateescape") + raw[last:]
         cache = self._cache
         if cache:
@@ -424,53 +431,65 @@ class Message:
             raise _missing(key)
         return value
 
-    def _structured(self, key, line, fast, parse):
-        """The first `key` header, parsed. In unsplit text, `line` finds it and
-        matches the usual shape of its value, built by `fast` from the groups;
-        `parse` is the general parser."""
+    # Each finds and parses the usual shape in one match of the unsplit text
+    # (see _find_parsed); _general takes any other case.
+    def _general(self, key, m, parse):
+        """The first `key` header parsed by `parse`; `m` is the _find_parsed
+        match (None: absent) when the message is unsplit."""
         if self._headers is None:
-            text = self._text
-            m = line.search(text)
             if m is None:
                 raise _missing(key)
-            value = fast(*m.groups())
-            if value is not None:
-                return value
-            value = _text_value(text, m.end())
-        else:
-            value = self._required(key)
-        return parse(value)
+            text = self._text
+            # From the value's start: `m` may have gone on through all of it.
+            return parse(_text_value(text, _FIND[key].match(text, m.start()).end()))
+        return parse(self._required(key))
 
     @property
     def call_id(self):
         cache = self._cache
         value = cache.get("call-id")
         if value is None:
-            value = self._first("call-id")
+            m = None if self._headers is not None else _CALL_ID.search(self._text)
+            value = None if m is None else m.group(1)
             if value is None:
-                raise _missing("call-id")
+                value = self._general("call-id", m, _same)
             cache["call-id"] = value
         return value
 
     @property
     def cseq(self):
-        value = self._cache.get("cseq")
+        cache = self._cache
+        value = cache.get("cseq")
         if value is None:
-            value = self._cache["cseq"] = self._structured("cseq", _CSEQ, h.cseq_fast, h.parse_cseq)
+            m = None if self._headers is not None else _CSEQ.search(self._text)
+            value = None if m is None else h.cseq_fast(*m.groups())
+            if value is None:
+                value = self._general("cseq", m, h.parse_cseq)
+            cache["cseq"] = value
         return value
 
     @property
     def from_(self):
-        value = self._cache.get("from")
+        cache = self._cache
+        value = cache.get("from")
         if value is None:
-            value = self._cache["from"] = self._structured("from", _FROM, h.address_fast, _parse_from)
+            m = None if self._headers is not None else _FROM.search(self._text)
+            value = None if m is None else h.address_fast(*m.groups())
+            if value is None:
+                value = self._general("from", m, _parse_from)
+            cache["from"] = value
         return value
 
     @property
     def to(self):
-        value = self._cache.get("to")
+        cache = self._cache
+        value = cache.get("to")
         if value is None:
-            value = self._cache["to"] = self._structured("to", _TO, h.address_fast, _parse_to)
+            m = None if self._headers is not None else _TO.search(self._text)
+            value = None if m is None else h.address_fast(*m.groups())
+            if value is None:
+                value = self._general("to", m, _parse_to)
+            cache["to"] = value
         return value
 
     @property
@@ -484,9 +503,14 @@ class Message:
     @property
     def via(self):
         """The top Via, parsed without touching the others."""
-        value = self._cache.get("via")
+        cache = self._cache
+        value = cache.get("via")
         if value is None:
-            value = self._cache["via"] = self._structured("via", _VIA, h.via_fast, _parse_top_via)
+            m = None if self._headers is not None else _VIA.search(self._text)
+            value = None if m is None else h.via_fast(*m.groups())
+            if value is None:
+                value = self._general("via", m, _parse_top_via)
+            cache["via"] = value
         return value
 
     def _elements(self, key):
@@ -779,6 +803,7 @@ def parse(data, limits=DEFAULT_LIMITS, datagram=True):
     # The slots of a parsed message, filled directly: parse's hot path.
     msg._headers = None
     msg._text = text
+    msg._at = first
     msg._limits = limits
     msg._defect = None
     msg._body = b""

@@ -415,6 +415,40 @@ class RecordedMessageTests(unittest.TestCase):
         self.assertEqual(out, self.invite_bytes.replace(b"Max-Forwards: 69", b"Max-Forwards: 68"))
         self.assertEqual(parse(out).max_forwards, 68)
 
+    def test_set_in_place_after_non_ascii(self):
+        """set() in place counts bytes, not characters, when earlier headers are not ASCII."""
+        data = sip("MESSAGE sip:b@example.com SIP/2.0", "Subject: caf\u00e9 \u2615",
+                   "To: <sip:b@example.com>", "From: <sip:a@example.com>;tag=1", "Call-ID: c",
+                   "CSeq: 1 MESSAGE", "Content-Length: 0")
+        msg = parse(data)
+        msg.set("To", "<sip:b@example.com>;tag=2")
+        msg.set("t", "<sip:b@example.com>;tag=3")
+        self.assertEqual(bytes(msg), data.replace(b"To: <sip:b@example.com>",
+                                                  b"To: <sip:b@example.com>;tag=3"))
+        self.assertEqual(msg.to.tag, "3")
+        self.assertEqual(msg.get("Subject"), "caf\u00e9 \u2615")
+
+    def test_set_in_place_keeps_name_spelling(self):
+        """set() in place keeps the line's own name (compact, odd case, space before colon)."""
+        data = sip("OPTIONS sip:b@example.com SIP/2.0", "v: SIP/2.0/UDP h;branch=z9hG4bK1",
+                   "tO : <sip:b@example.com>", "Content-Length: 0")
+        msg = parse(data)
+        msg.set("To", "<sip:b@example.com>;tag=9")
+        msg.set("Via", "SIP/2.0/TCP h2;branch=z9hG4bK2")
+        self.assertEqual(bytes(msg), data.replace(b"tO : <sip:b@example.com>",
+                                                  b"tO: <sip:b@example.com>;tag=9")
+                         .replace(b"v: SIP/2.0/UDP h;branch=z9hG4bK1",
+                                  b"v: SIP/2.0/TCP h2;branch=z9hG4bK2"))
+        self.assertEqual((msg.via.transport, msg.via.host, msg.to.tag), ("TCP", "h2", "9"))
+
+    def test_set_folded_line_takes_general_path(self):
+        """set() of a folded header re-serializes from fields: the fold is gone, the value new."""
+        msg = parse(sip("OPTIONS sip:b@example.com SIP/2.0", "To: <sip:b@example.com>",
+                        " ;x=1", "Content-Length: 0"))
+        msg.set("To", "<sip:c@example.com>")
+        self.assertEqual(bytes(msg), sip("OPTIONS sip:b@example.com SIP/2.0",
+                                         "To: <sip:c@example.com>", "Content-Length: 0"))
+
     def test_set_collapses_repeats(self):
         """set() on a repeated header leaves one line at the first one's place."""
         msg = parse(self.invite_bytes)

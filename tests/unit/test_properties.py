@@ -1,5 +1,6 @@
 """Properties: serialize -> parse -> serialize is stable; bad bytes only raise ParseError."""
 
+import dataclasses
 import string
 from pathlib import Path
 
@@ -13,7 +14,7 @@ from sbc.sip.framing import PING, StreamFramer
 from sbc.sip.message import (
     COMPACT, METHODS, Limits, Request, Response, header_key, make_cancel, make_response, parse,
     parse_multipart)
-from sbc.sip.uri import SIPURI, TelURI, parse_uri
+from sbc.sip.uri import SIPURI, TelURI, new_sip_uri, parse_uri, parse_uri_general
 
 TORTURE = Path(__file__).resolve().parents[2] / ".." / "shared" / "sip-torture"
 TORTURE_FILES = sorted(TORTURE.glob("rfc*/*.dat"))
@@ -261,6 +262,133 @@ class StructuredProperties(unittest.TestCase):
     def test_cseq_round_trip(self, seq, method):
         """str() of a CSeq parses back to an equal CSeq."""
         self.assertEqual(h.parse_cseq(str(h.CSeq(seq, method))), h.CSeq(seq, method))
+
+
+def outcome(func, *args):
+    """What func(*args) gives: the value, or the ParseError's status and reason."""
+    try:
+        return func(*args)
+    except ParseError as e:
+        return ("error", e.status, e.reason)
+
+
+# Pieces of Via and name-addr values: the usual shapes (which the fast paths
+# take) mixed with what pushes a value off them (spaces, quotes, escapes,
+# empty params, IPv6, big ports...), so that both paths get exercised.
+piece_params = st.lists(st.sampled_from([
+    ";branch=z9hG4bK776", ";rport", ";rport=5060", ";received=192.0.2.9", ";tag=a5f",
+    ";lr", ";user=phone", ";transport=udp", ";received=[2001:db8::1]", ";x", ";;", ";=1",
+    ";a=", "; a=1", ";a =1", ';q="x;y"', ";a=b=c", ";maddr=224.2.0.1", ";Branch=z9hG4bKX",
+]), max_size=5).map("".join)
+piece_hosts = st.sampled_from([
+    "203.0.113.5", "gw.example.com", "h", "[2001:db8::1]", "a-b.c", "-x", "x-", "a..b",
+    "2001:db8::1", "",
+])
+piece_ports = st.sampled_from(["", ":5060", ":0", ":65535", ":65536", ":99999", ":", ":x"])
+piece_displays = st.sampled_from([
+    "", '"Alice Carrier" ', '"Alice"', "Bob ", "Bob  Smith ", '"a\\"b" ', '"" ', "Bob\t",
+    '"caf\u00e9" ', "x@y ", '"unterminated ',
+])
+piece_users = st.sampled_from(["", "+12125550199@", "alice@", "a;b=c@", "a%20b@", "@", "a b@",
+                               "alice:secret@"])
+piece_schemes = st.sampled_from(["sip", "sips", "SIP", "tel", "x"])
+
+
+@st.composite
+def via_texts(draw):
+    transport = draw(st.sampled_from(["UDP", "tcp", "TLS", "WSS", "X-1", ""]))
+    head = draw(st.sampled_from(["SIP/2.0/", "SIP / 2.0 / ", "sip/2.0/"]))
+    sep = draw(st.sampled_from([" ", "  ", "\t"]))
+    return (f"{head}{transport}{sep}{draw(piece_hosts)}{draw(piece_ports)}"
+            f"{draw(piece_params)}{draw(st.sampled_from(['', ' ', ', SIP/2.0/UDP h']))}")
+
+
+@st.composite
+def address_texts(draw):
+    uri = (f"{draw(piece_schemes)}:{draw(piece_users)}{draw(piece_hosts)}{draw(piece_ports)}"
+           f"{draw(piece_params)}{draw(st.sampled_from(['', '?h=1']))}")
+    if draw(st.booleans()):
+        return f"{draw(piece_displays)}<{uri}>{draw(piece_params)}"
+    return uri + draw(piece_params)
+
+
+class FastPathProperties(unittest.TestCase):
+    """The fast paths give exactly what the general parsers give, or leave the value to them."""
+
+    @BOUNDED
+    @given(via_texts())
+    def test_via(self, text):
+        """parse_via agrees with parse_via_general: same Via or same error."""
+        self.assertEqual(outcome(h.parse_via, text), outcome(h.parse_via_general, text))
+
+    @BOUNDED
+    @given(address_texts())
+    def test_address(self, text):
+        """parse_address agrees with parse_address_general: same Address or same error."""
+        self.assertEqual(outcome(h.parse_address, text, "To"),
+                         outcome(h.parse_address_general, text, "To"))
+
+    @BOUNDED
+    @given(address_texts().map(lambda t: t[t.find("<") + 1:t.rfind(">")] if "<" in t else t)
+           | uris.map(str))
+    def test_uri(self, text):
+        """parse_uri agrees with parse_uri_general: same URI or same error."""
+        self.assertEqual(outcome(parse_uri, text), outcome(parse_uri_general, text))
+
+    @BOUNDED
+    @given(st.from_regex(r"[ \t]?[0-9]{1,12}[ \t]{1,2}[A-Za-z\-]{1,8}[ \t]?", fullmatch=True))
+    def test_cseq(self, text):
+        """CSeq read from a message equals parse_cseq of its value, errors included."""
+        msg = parse(f"OPTIONS sip:a@b SIP/2.0\r\nCSeq: {text}\r\n\r\n".encode())
+        self.assertEqual(outcome(lambda: msg.cseq), outcome(h.parse_cseq, text.strip(" \t")))
+
+    @BOUNDED
+    @given(st.lists(st.one_of(
+        via_texts().map(lambda v: "Via: " + v), via_texts().map(lambda v: "v:" + v),
+        address_texts().map(lambda a: "From: " + a), address_texts().map(lambda a: "t: " + a),
+        address_texts().map(lambda a: "Contact: " + a), address_texts().map(lambda a: "TO :" + a),
+        st.sampled_from(["CSeq: 1 INVITE", "CSeq: 4294967296 X", "Call-ID: a@b", "i: x y",
+                         "Call-ID:", " folded;tag=1", "\tmore", "Content-Length: 0",
+                         "l: 00", "Contact: *", "m: <sip:a@b>, <sip:c@d>", "X-Y: z"]),
+    ), max_size=8))
+    def test_message_reads_match_split_reads(self, lines):
+        """Reading an unsplit message (one match per header) gives what the split list gives."""
+        data = ("OPTIONS sip:a@b SIP/2.0\r\n" + "\r\n".join(lines) + "\r\n\r\n").encode()
+        try:
+            fast = parse(data)
+        except ParseError:
+            return
+        split = parse(data)
+        split.headers  # noqa: B018 - split first: every read takes the list path
+        for attr in ("via", "from_", "to", "cseq", "call_id", "contacts", "vias"):
+            self.assertEqual(outcome(getattr, fast, attr), outcome(getattr, split, attr), attr)
+
+    def test_torture_reads_match_split_reads(self):
+        """Every torture message reads the same unsplit as split."""
+        for data in SAMPLES:
+            try:
+                fast, split = parse(data), parse(data)
+            except ParseError:
+                continue
+            split.headers  # noqa: B018
+            for attr in ("via", "from_", "to", "cseq", "call_id", "contacts", "vias", "routes"):
+                self.assertEqual(outcome(getattr, fast, attr), outcome(getattr, split, attr))
+
+    def test_built_values_equal_constructed(self):
+        """The fast paths' direct constructions equal the dataclasses' own constructors."""
+        self.assertEqual([f.name for f in dataclasses.fields(SIPURI)],
+                         ["scheme", "user", "password", "host", "port", "params", "headers"])
+        self.assertEqual([f.name for f in dataclasses.fields(h.Via)],
+                         ["transport", "host", "port", "params"])
+        self.assertEqual([f.name for f in dataclasses.fields(h.Address)],
+                         ["uri", "display", "params"])
+        self.assertEqual(new_sip_uri("sips", "u", "h", 5061, [("a", None)]),
+                         SIPURI("sips", "u", None, "h", 5061, [("a", None)]))
+        msg = parse(b"OPTIONS sip:a@b SIP/2.0\r\nVia: SIP/2.0/udp h:1;rport\r\n"
+                    b'To: "T" <sip:u@h:2;x=1>;tag=t\r\n\r\n')
+        self.assertEqual(msg.via, h.Via("UDP", "h", 1, [("rport", None)]))
+        self.assertEqual(msg.to, h.Address(SIPURI("sip", "u", None, "h", 2, [("x", "1")]), "T",
+                                           [("tag", "t")]))
 
 
 class RobustnessProperties(unittest.TestCase):
