@@ -1,9 +1,14 @@
 """SIP messages (RFC 3261 §7): bytes to Request/Response and back.
 
-Parsing is lazy. `parse` only frames the message, checks the start line and
-splits header lines into (key, name, value); structured values (Via, From,
-CSeq...) are parsed on first access and cached. An unmodified message is
-serialized from the bytes it was parsed from, so it round-trips exactly.
+Parsing is lazy. `parse` only frames the message (start line, Content-Length)
+and decodes the header section once; a header is found by searching that text
+when something reads it, and the whole list of (key, name, value) lines is
+split only when something needs it. Via, From, To, Contact, CSeq and Call-ID
+are found and, in their usual shapes, parsed by one regex match each; other
+shapes go to the general parsers in headers.py. Structured values are cached.
+An unmodified message is serialized from the bytes it was parsed from, so it
+round-trips exactly; set() on an unsplit message rewrites one line in place.
+bench/parse.py measures all of this against sippy and a naive split.
 """
 
 import re
