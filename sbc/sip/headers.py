@@ -11,7 +11,7 @@ from typing import NamedTuple
 
 from ..errors import ParseError
 from .uri import (
-    _URI_REST, HOST_FAST, SIP_FAST, AbsoluteURI, Params, fast_params, fast_sip, new_sip_uri,
+    HOST_FAST, SIP_FAST, URI_REST, AbsoluteURI, Params, fast_params, new_sip_uri,
     params_pattern, parse_uri, rest_check, split_host_port)
 
 TOKEN = re.compile(r"[A-Za-z0-9\-.!%*_+`'~]+\Z")
@@ -205,7 +205,7 @@ def address_fast(quoted, tokens, scheme, user, host, port, un1, uv1, un2, uv2, u
     # Written out rather than calling fast_sip and fast_params: no URI params
     # or one, and no header params (To, Contact, Route...) are the usual.
     if urest or un2 is not None:
-        uparams = fast_params(un1, uv1, un2, uv2, urest, _URI_REST)
+        uparams = fast_params(un1, uv1, un2, uv2, urest, URI_REST)
         if uparams is None:
             return None
     else:

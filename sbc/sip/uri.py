@@ -212,7 +212,7 @@ SIP_FAST = (r"(sips?):(?:([A-Za-z0-9\-_.!~*'()&=+$,;?/%]+)@|)"
             rf"({HOST_FAST})(?::([0-9]{{1,5}})|)"
             + params_pattern(_URI_PARAM_CHARS, _URI_PARAM_CHARS))
 _SIP_FAST = re.compile(SIP_FAST + r"\Z")
-_URI_REST = rest_check(_URI_PARAM_CHARS, _URI_PARAM_CHARS)
+URI_REST = rest_check(_URI_PARAM_CHARS, _URI_PARAM_CHARS)
 
 
 _new = object.__new__
@@ -240,7 +240,7 @@ def fast_sip(scheme, user, host, port, n1, v1, n2, v2, rest):
         port = int(port)
         if port > 65535:
             return None
-    params = fast_params(n1, v1, n2, v2, rest, _URI_REST)
+    params = fast_params(n1, v1, n2, v2, rest, URI_REST)
     if params is None:
         return None
     return new_sip_uri(scheme, user, host, port, params)
