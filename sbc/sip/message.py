@@ -215,6 +215,7 @@ _CONTACT = _find_parsed("contact", h.NAME_ADDR_FAST)
 _CSEQ = _find_parsed("cseq", h.CSEQ_FAST)
 _CONTENT_LENGTH = _find_parsed("content-length", "([0-9]+)")
 _CALL_ID = _find_parsed("call-id", "([!-~]+)")  # printable, no space: any usual Call-ID
+_ANOTHER_CONTENT_LENGTH = _FIND["content-length"].search
 
 
 def _same(value):
@@ -828,10 +829,13 @@ def parse(data, limits=DEFAULT_LIMITS, datagram=True):
         value = found.group(1)  # the usual digits, or None
         if value is None:
             value = _text_value(text, found.end())
-        if _FIND["content-length"].search(text, found.end()) is not None and any(
+            digits = value.isdigit() and value.isascii()
+        else:
+            digits = True
+        if _ANOTHER_CONTENT_LENGTH(text, found.end()) is not None and any(
                 v != value for v in msg.get_all("content-length")):
             raise ParseError("Conflicting Content-Length headers", partial=msg, kind="content_length")
-        if not (value.isdigit() and value.isascii()):
+        if not digits:
             raise ParseError("Invalid Content-Length header", partial=msg, kind="content_length")
         length = int(value) if len(value) <= 10 else limits.max_body_size + 1
         if length > limits.max_body_size:
