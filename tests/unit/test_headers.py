@@ -4,9 +4,9 @@ from twisted.trial import unittest
 
 from sbc.errors import ParseError
 from sbc.sip.headers import (
-    STAR, Address, CSeq, Via, is_sip_uri, parse_address, parse_auth, parse_cseq,
-    parse_media_type, parse_params, parse_tokens, parse_uint, parse_via, quote, split_list,
-    unquote)
+    STAR, Address, CSeq, Via, is_sip_uri, parse_address, parse_address_general, parse_auth,
+    parse_cseq, parse_media_type, parse_params, parse_tokens, parse_uint, parse_via,
+    parse_via_general, quote, split_list, unquote)
 from sbc.sip.uri import AbsoluteURI, SIPURI, TelURI, parse_uri
 
 
@@ -16,6 +16,14 @@ class ErrorCase(unittest.TestCase):
         with self.assertRaises(ParseError) as cm:
             func(*args)
         self.assertEqual((cm.exception.status, cm.exception.reason), (400, reason))
+
+
+def outcome(func, *args):
+    """What func(*args) gives: the value, or the ParseError's reason."""
+    try:
+        return func(*args)
+    except ParseError as e:
+        return e.reason
 
 
 class SplitListTests(unittest.TestCase):
@@ -130,6 +138,18 @@ class ViaTests(ErrorCase):
         self.assertReason("Invalid Via parameter", parse_via, "SIP/2.0/UDP host;;branch=x")
         self.assertReason("Invalid Via parameter value", parse_via, "SIP/2.0/UDP host;branch=")
 
+    def test_many_and_odd_params(self):
+        """A third param, an IPv6 received= and a bad tail read as the general parser reads them."""
+        text = ("SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bKa;received=[2001:db8::1];rport=5061;"
+                "alias")
+        via = parse_via(text)
+        self.assertEqual(via, parse_via_general(text))
+        self.assertEqual((via.received, via.rport, via.param("alias")),
+                         ("[2001:db8::1]", "5061", ""))
+        self.assertReason("Invalid Via parameter", parse_via, "SIP/2.0/UDP h;branch=z9hG4bKa;;x")
+        self.assertReason("Invalid port in Via sent-by", parse_via,
+                          "SIP/2.0/UDP h:65536;branch=z9hG4bKa")
+
     def test_str_and_set_param(self):
         """set_param replaces in place (any case) or appends; str gives the wire form."""
         via = parse_via("SIP/2.0/UDP [2001:db8::1];RPORT;branch=z9hG4bK1")
@@ -191,6 +211,16 @@ class AddressTests(ErrorCase):
                                        ("x", '"a;b"')])
         self.assertEqual(addr.param("flag"), "")
         self.assertIsNone(addr.param("expires"))
+
+    def test_many_params_inside_and_out(self):
+        """Three URI params, three header params and odd ones read as the general parser does."""
+        for text in ('"A" <sip:a@h:5060;transport=udp;lr;ob>;tag=1;expires=60;+sip.instance="x"',
+                     "<sip:h;a=b=c>;tag=1", "<sip:h>;tag=1;;x", "Bob <sip:h:99999>",
+                     "<sip:a@h;user=phone>;tag=1;x=[::1];y"):
+            self.assertEqual(outcome(parse_address, text), outcome(parse_address_general, text))
+        addr = parse_address('"A" <sip:a@h:5060;transport=udp;lr;ob>;tag=1;expires=60;x')
+        self.assertEqual(addr.uri.params, [("transport", "udp"), ("lr", None), ("ob", None)])
+        self.assertEqual(addr.params, [("tag", "1"), ("expires", "60"), ("x", None)])
 
     def test_tag_without_value(self):
         """';tag' with no value gives tag ''."""

@@ -3,7 +3,8 @@
 from twisted.trial import unittest
 
 from sbc.errors import ParseError
-from sbc.sip.uri import AbsoluteURI, SIPURI, TelURI, parse_uri, split_host_port, unescape
+from sbc.sip.uri import (
+    AbsoluteURI, SIPURI, TelURI, parse_uri, parse_uri_general, split_host_port, unescape)
 
 
 class ErrorCase(unittest.TestCase):
@@ -93,6 +94,28 @@ class SIPURITests(unittest.TestCase):
         self.assertEqual(parse_uri("sip:h:0").port, 0)
         self.assertEqual(parse_uri("sip:h:65535").port, 65535)
         self.assertEqual(parse_uri("sip:1.2.3.4:5060").host, "1.2.3.4")
+
+    def test_many_params(self):
+        """Params beyond the second, and odd ones, come out as the general parser gives them."""
+        for text in ("sip:a@h;a=1;b;c=3;d", "sip:h;lr;ftag=x;did=1c4.8a21", "sip:h;a=b=c",
+                     "sip:h;;a", "sip:h;=1", "sip:h;a=", "sip:h;A=1;a=2"):
+            try:
+                expected = parse_uri_general(text)
+            except ParseError as e:
+                with self.assertRaises(ParseError) as cm:
+                    parse_uri(text)
+                self.assertEqual(cm.exception.reason, e.reason)
+            else:
+                self.assertEqual(parse_uri(text), expected)
+        self.assertEqual(parse_uri("sip:a@h;a=1;b;c=3;d").params,
+                         [("a", "1"), ("b", None), ("c", "3"), ("d", None)])
+        self.assertEqual(parse_uri("sip:h;A=1;a=2").param("a"), "1")
+
+    def test_port_out_of_range(self):
+        """A port above 65535 is refused, not wrapped or truncated."""
+        with self.assertRaises(ParseError) as cm:
+            parse_uri("sip:h:65536;transport=udp")
+        self.assertEqual(cm.exception.reason, "Invalid port in URI host")
 
     def test_str_round_trip(self):
         """str() of a parsed URI gives its text back."""
