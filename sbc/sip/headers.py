@@ -359,11 +359,10 @@ def parse_cseq(value):
     m = _CSEQ.match(value)
     if m is None:
         raise ParseError("Invalid CSeq header")
-    seq, method = m.groups()
-    seq = int(seq)
-    if seq > MAX_UINT32:
+    digits, method = m.groups()
+    if len(digits) > 10 or int(digits) > MAX_UINT32:  # length first: int() of a huge string
         raise ParseError("CSeq number out of range")
-    return _tuple(CSeq, (seq, method))
+    return _tuple(CSeq, (int(digits), method))
 
 
 _tuple = tuple.__new__

@@ -319,6 +319,7 @@ class CSeqTests(ErrorCase):
         """Out-of-range numbers (RFC 4475 scalar02) and missing parts are refused."""
         self.assertReason("CSeq number out of range", parse_cseq, "4294967296 INVITE")
         self.assertReason("CSeq number out of range", parse_cseq, "36893488147419103232 REGISTER")
+        self.assertReason("CSeq number out of range", parse_cseq, "9" * 5000 + " INVITE")
         for value in ("1", "INVITE", "-1 INVITE", "x INVITE", "1 INV ITE", "1 INV<ITE", ""):
             self.assertReason("Invalid CSeq header", parse_cseq, value)
 

@@ -783,6 +783,23 @@ class DigitBugTests(ParseErrorCase):
                               "start_line")
 
 
+    def test_thousands_of_digits(self):
+        """Numbers of thousands of digits are out of range or invalid, never a ValueError."""
+        huge = "9" * 5000
+        self.assertParseError(sip("OPTIONS sip:a@b SIP/2.0", f"Content-Length: {huge}"),
+                              413, "Request Entity Too Large", "too_large")
+        msg = parse(sip("OPTIONS sip:a@b SIP/2.0", f"CSeq: {huge} OPTIONS",
+                        f"Max-Forwards: {huge}", f"Via: SIP/2.0/UDP h:{huge};branch=z9hG4bK1",
+                        f"From: <sip:a@h:{huge}>;tag=1", f"Contact: <sip:a@h:{huge}>"))
+        for attr, reason in (("cseq", "CSeq number out of range"),
+                             ("max_forwards", "Max-Forwards out of range"),
+                             ("via", "Invalid port in Via sent-by"),
+                             ("from_", "Invalid port in URI host in From header"),
+                             ("contacts", "Invalid port in URI host in Contact header")):
+            with self.assertRaises(ParseError) as cm:
+                getattr(msg, attr)
+            self.assertEqual(cm.exception.reason, reason)
+
 class VersionCaseTests(unittest.TestCase):
     def test_lower_case_version(self):
         """SIP-Version is case-insensitive (RFC 3261 §7.1): 'sip/2.0' is SIP/2.0."""
