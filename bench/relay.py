@@ -312,13 +312,19 @@ class Call:
         self.ssrc = (0x10000 + 2 * i, 0x10001 + 2 * i)
         # What each party says: the callee checks it hears exactly the caller's words.
         self.words = (bytes([i % 251]) * PAYLOAD, bytes([(i + 97) % 251]) * PAYLOAD)
-        self.seq = 0
+        self.sent = 0    # this call's packets sent so far, to any forwarder: the RTP clock
+        self.seq = {}    # forwarder -> the last sequence number sent to it
         self.ports = {}  # forwarder -> its (end A, end B) ports for this call
         self.srtp = {}   # forwarder -> the caller's SRTPTransform, where the caller speaks SRTP
 
     def send(self, kind):
-        self.seq += 1
-        seq, ts = self.seq & 0xFFFF, (self.seq * PAYLOAD) & 0xFFFFFFFF
+        # Each forwarder hears an unbroken sequence (numbers shared by all would
+        # leave a gap at each of its turns, which a relay counting loss has to
+        # account); the timestamp runs on while it listens to the others, as
+        # after a silence.
+        self.sent += 1
+        seq = self.seq[kind] = (self.seq.get(kind, 0) + 1) & 0xFFFF
+        ts = (self.sent * PAYLOAD) & 0xFFFFFFFF
         a, b = self.ports[kind]
         said = _header.pack(0x80, 0, seq, ts, self.ssrc[0]) + self.words[0]
         srtp = self.srtp.get(kind)

@@ -9,9 +9,11 @@ latched address (`sbc.rtp.stream.Latch`).
 The per-packet path is lean. All of a relay's sockets sit behind one reactor
 reader (`_Poller`: an epoll set, itself pollable, registered with the
 reactor), so the reactor's per-descriptor dispatch is paid once per wake-up
-rather than once per packet; each packet is decided on its fixed header,
-counted and sent with the socket's own `sendto` (the address was validated
-once, when it was signalled or latched). Nothing is logged per packet.
+rather than once per packet. Once a party is latched, its packets come on a
+socket connected to it (see `End`): the kernel has matched their source, and
+what goes back to the party needs no address. Each packet is decided on its
+fixed header, unpacked once, and counted in place. Nothing is logged per
+packet.
 
 Each end has SRTP hooks, `transform_in(data)` / `transform_out(data)` and
 their RTCP twins, which return the bytes to carry on or None to drop
@@ -20,9 +22,12 @@ without calling it.
 """
 
 import errno
+import os
 import select
 import selectors
 import socket
+import struct
+import sys
 from dataclasses import dataclass, fields
 
 from twisted.internet.interfaces import IReadDescriptor
@@ -34,8 +39,16 @@ from ..rtp.stream import Latch, StreamStats, address
 MAX_PACKET = 8192   # datagram buffer: RTP stays below the path MTU
 BIND_ATTEMPTS = 16  # pairs tried per end when a port turns out to be taken by another process
 ROUNDS = 16         # polls per wake-up before yielding to the reactor (a flood cannot starve it)
+MAX_EVENTS = 256    # ready sockets taken per poll (the rest come with the next poll)
+
+# A second socket on a port, connected to the party (see End), needs SO_REUSEPORT
+# and Linux's rule that a connected socket gets its peer's datagrams first.
+CONNECT = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
 
 log = Logger(namespace="sbc.relay")
+
+_header = struct.Struct("!BBHII").unpack_from  # V P X CC, M PT, sequence, timestamp, SSRC
+_read, _write = os.read, os.write
 
 
 def identity(data):
@@ -98,7 +111,7 @@ class _Poller:
     def __init__(self, reactor, clock):
         self.reactor = reactor
         self.seconds = clock.seconds
-        self.sockets = {}   # fd -> (recvfrom, receive)
+        self.readers = {}   # fd -> read(now): reads one datagram from that socket, handles it
         self.errors = 0     # exceptions out of the packet path: our bugs, logged
         if hasattr(select, "epoll"):
             self._set = select.epoll()
@@ -106,23 +119,21 @@ class _Poller:
             self._add = lambda fd: self._set.register(fd, select.EPOLLIN)
         else:  # kqueue and the rest, through selectors (slower per wake-up)
             self._set = selectors.DefaultSelector()
-            self._poll = lambda timeout: [(k.fd, e) for k, e in self._set.select(timeout)]
+            self._poll = lambda timeout, _most: [(k.fd, e) for k, e in self._set.select(timeout)]
             self._add = lambda fd: self._set.register(fd, selectors.EVENT_READ)
 
-    def add(self, sock, receive):
-        if not self.sockets:
+    def add(self, sock, read):
+        if not self.readers:
             self.reactor.addReader(self)
         fd = sock.fileno()
-        if sock.family == socket.AF_INET6:
-            receive = _two_tuple(receive)
-        self.sockets[fd] = (sock.recvfrom, receive)
+        self.readers[fd] = read
         self._add(fd)
 
     def remove(self, sock):
         fd = sock.fileno()
-        if self.sockets.pop(fd, None) is not None:
+        if self.readers.pop(fd, None) is not None:
             self._set.unregister(fd)
-            if not self.sockets:
+            if not self.readers:
                 self.reactor.removeReader(self)
 
     def fileno(self):
@@ -132,23 +143,19 @@ class _Poller:
         return "relay"
 
     def doRead(self):
-        sockets, poll, seconds = self.sockets, self._poll, self.seconds
+        readers, poll, seconds = self.readers, self._poll, self.seconds
         for _ in range(ROUNDS):
-            ready = poll(0)
+            ready = poll(0, MAX_EVENTS)
             if not ready:
                 return
             now = seconds()  # one arrival time per round: a call saved per packet
             for fd, _event in ready:
                 try:
-                    recvfrom, receive = sockets[fd]
+                    read = readers[fd]
                 except KeyError:
                     continue  # closed by a packet handled earlier in this round
                 try:
-                    data, addr = recvfrom(MAX_PACKET)
-                except OSError:
-                    continue  # nothing after all, or an ICMP error of an earlier sendto
-                try:
-                    receive(data, addr, now)
+                    read(now)
                 except Exception:
                     # A bug of ours must not take the reader (and every call) down;
                     # logged at the 1st, 2nd, 4th, 8th... time, not per packet.
@@ -161,20 +168,39 @@ class _Poller:
         pass  # the reactor is shutting down; sessions close with their calls
 
 
-def _two_tuple(receive):
-    def receive6(data, addr, now):
-        receive(data, addr[:2], now)  # recvfrom adds flow info and scope id
-    return receive6
+def _recvfrom6(sock):
+    recvfrom = sock.recvfrom
+
+    def recvfrom6(size):
+        data, addr = recvfrom(size)
+        return data, addr[:2]  # recvfrom adds flow info and scope id
+    return recvfrom6
 
 
 class End:
-    """One side of a session: the sockets facing one party and what crossed them."""
+    """One side of a session: the sockets facing one party and what crossed them.
 
-    __slots__ = ("session", "name", "other", "port", "mux", "latch", "rtcp_latch", "stats",
-                 "transform_in", "transform_out", "transform_in_rtcp", "transform_out_rtcp",
-                 "last", "rtcp_in", "rtcp_bytes_in", "packets_out", "bytes_out", "malformed",
-                 "transform_drops", "unsent", "send_errors", "_rtp_sock", "_rtcp_sock",
-                 "_rtp_sendto", "_rtcp_sendto", "pt_map")
+    The RTP port has one socket or two. `_rtp_sock`, bound to the port, gets
+    whatever no other socket takes and is read by read_rtp, which latches
+    (`Latch`). Once the party is latched (its packets' source is where we
+    send), `_peer_sock` is bound to the same port and connected to that
+    source (Relay._connect): the kernel then delivers the party's datagrams
+    to it, matched to their source, so read_peer needs neither an address nor
+    a latch check, and what goes to the party neither an address nor a route
+    lookup. New sources and strangers still arrive on `_rtp_sock`. Without
+    SO_REUSEPORT (not Linux) there is no second socket and every packet takes
+    read_rtp.
+    """
+
+    # What read_peer touches for each packet comes first: the slots sit in
+    # declaration order, so those share a cache line or two.
+    __slots__ = ("_fd", "transform_in", "last", "stats", "other", "pt_map",
+                 "transform_out", "packets_out", "bytes_out",
+                 "session", "name", "port", "mux", "latch", "rtcp_latch",
+                 "transform_in_rtcp", "transform_out_rtcp", "rtcp_in", "rtcp_bytes_in",
+                 "malformed", "transform_drops", "unsent", "send_errors", "_rtp_sock",
+                 "_rtcp_sock", "_peer_sock", "_peer", "_rtp_sendto", "_rtcp_sendto",
+                 "_rtp_recvfrom", "_rtcp_recvfrom")
 
     def __init__(self, session, name, port, signalled, window, mux):
         self.session = session
@@ -194,15 +220,89 @@ class End:
         self.rtcp_in = self.rtcp_bytes_in = 0
         self.packets_out = self.bytes_out = 0
         self.malformed = self.transform_drops = self.unsent = self.send_errors = 0
-        self._rtp_sock = self._rtcp_sock = None
+        self._rtp_sock = self._rtcp_sock = self._peer_sock = None
+        self._peer = None           # the address _peer_sock is connected to
+        self._fd = None             # _peer_sock's descriptor, for os.read and os.write
         self._rtp_sendto = self._rtcp_sendto = None
+        self._rtp_recvfrom = self._rtcp_recvfrom = None
 
     @property
     def rtcp_port(self):
         return self.port + 1
 
-    def receive_rtp(self, data, addr, now):
-        """A datagram on the RTP port: RTP, or RTCP when multiplexed (RFC 5761 §4)."""
+    def read_peer(self, now):
+        """A datagram on the socket connected to the latched party: nearly every packet.
+
+        Written for the interpreter: the header unpacked once, each attribute
+        read once, and no call that the common case does not need.
+        """
+        try:
+            data = _read(self._fd, MAX_PACKET)
+        except OSError:
+            return  # an ICMP error of an earlier send (port unreachable)
+        try:
+            b0, b1, seq, ts, ssrc = _header(data)
+        except struct.error:
+            self.receive(data, self._peer, now)  # a runt: malformed
+            return
+        if b0 >> 6 != 2 or b1 >> 5 == 6:  # not version 2, or RTCP (192-223) multiplexed
+            self.receive(data, self._peer, now)
+            return
+        if self.transform_in is not identity:
+            data = self.transform_in(data)  # SRTP leaves the header as it was
+            if data is None:
+                self.transform_drops += 1
+                return
+        self.last = now
+        # StreamStats.update() for the next packet in order, written out here:
+        # the call would cost as much again. Anything else goes through update().
+        stats = self.stats
+        last = stats._transit
+        if (seq == stats._max_seq + 1 and ssrc == stats.ssrc and b1 & 0x7F == stats._pt
+                and last is not None):
+            stats._max_seq = seq
+            stats.packets += 1
+            stats.bytes += len(data)
+            transit = now * stats._rate - ts
+            stats._transit = transit
+            d = transit - last
+            if d < 0:
+                d = -d
+            if d >= 2147483648.0:
+                d = abs(d - 4294967296.0)
+            stats.jitter += (d - stats.jitter) * 0.0625
+        else:
+            stats.update(data, now)
+        other = self.other
+        fd = other._fd
+        if fd is None or other.pt_map is not None:
+            self._forward(data)  # not connected (held, not latched) or renumbered
+            return
+        if other.transform_out is not identity:
+            data = other.transform_out(data)
+            if data is None:
+                other.transform_drops += 1
+                return
+        try:
+            _write(fd, data)
+        except OSError:
+            other.send_errors += 1
+            return
+        other.packets_out += 1
+        other.bytes_out += len(data)
+
+    def read_rtp(self, now):
+        """A datagram on the RTP port's own socket: a new source, a stranger, or any
+        packet while no socket is connected to the party."""
+        try:
+            data, addr = self._rtp_recvfrom(MAX_PACKET)
+        except OSError:
+            return  # nothing after all, or an ICMP error of an earlier sendto
+        self.receive(data, addr, now)
+
+    def receive(self, data, addr, now):
+        """A datagram for the RTP port from `addr`: RTP, or RTCP when multiplexed
+        (RFC 5761 §4)."""
         if len(data) < 12 or data[0] >> 6 != 2:
             self.malformed += 1
             return
@@ -215,10 +315,16 @@ class End:
                 self.transform_drops += 1
                 return
         latch = self.latch
-        if addr != latch.remote and not latch.receive(addr, now):
-            return
+        if addr != latch.remote:
+            if not latch.receive(addr, now):
+                return
+            self._follow(now)
         self.last = now
         self.stats.update(data, now)
+        self._forward(data)
+
+    def _forward(self, data):
+        """Send an accepted RTP packet on to the other end's party."""
         other = self.other
         target = other.latch.target
         if target is None:
@@ -233,13 +339,25 @@ class End:
             if data is None:
                 other.transform_drops += 1
                 return
+        fd = other._fd  # connected to target when there is one
         try:
-            other._rtp_sendto(data, target)
+            if fd is not None:
+                _write(fd, data)
+            else:
+                other._rtp_sendto(data, target)
         except OSError:
             other.send_errors += 1
             return
         other.packets_out += 1
         other.bytes_out += len(data)
+
+    def read_rtcp(self, now):
+        """A datagram on the RTCP port."""
+        try:
+            data, addr = self._rtcp_recvfrom(MAX_PACKET)
+        except OSError:
+            return
+        self.receive_rtcp(data, addr, now)
 
     def receive_rtcp(self, data, addr, now):
         """A datagram on the RTCP port, or RTCP demultiplexed from the RTP port."""
@@ -252,8 +370,11 @@ class End:
                 self.transform_drops += 1
                 return
         latch = self.latch if self.mux else self.rtcp_latch
-        if addr != latch.remote and not latch.receive(addr, now):
-            return
+        if addr != latch.remote:
+            if not latch.receive(addr, now):
+                return
+            if self.mux:
+                self._follow(now)
         self.last = now
         self.rtcp_in += 1
         self.rtcp_bytes_in += len(data)
@@ -278,6 +399,19 @@ class End:
         other.packets_out += 1
         other.bytes_out += len(data)
 
+    def _follow(self, now):
+        """Keep _peer_sock connected to the latched party, if any: after the latch
+        moved (a new source, a new signalled address, hold or resume)."""
+        latch = self.latch
+        peer = latch.target if latch.target == latch.remote else None
+        if peer == self._peer or self._rtp_sock is None:
+            return
+        relay = self.session.relay
+        if self._peer_sock is not None:
+            relay._disconnect(self)
+        if peer is not None and CONNECT:
+            relay._connect(self, peer, now)
+
     def counters(self):
         """This end's figures now."""
         s = self.stats
@@ -291,7 +425,7 @@ class End:
             out_of_order=s.out_of_order, ssrc_changes=s.ssrc_changes)
 
     def _sockets(self):
-        return [s for s in (self._rtp_sock, self._rtcp_sock) if s is not None]
+        return [s for s in (self._rtp_sock, self._rtcp_sock, self._peer_sock) if s is not None]
 
 
 def _rtcp_of(remote):
@@ -347,6 +481,7 @@ class MediaSession:
                 self.relay._bind_rtcp(end)  # may fail: RTCP to this end is then unsent
         signalled = self.relay._address(remote)
         end.latch.signal(signalled)
+        end._follow(self.relay.clock.seconds())
         if rtcp is not None and signalled is not None:
             end.rtcp_latch.signal(self.relay._address(rtcp))
         else:
@@ -499,8 +634,7 @@ class Relay:
         except OSError:
             self.bind_failures += 1
             return
-        end._rtcp_sendto = end._rtcp_sock.sendto
-        self._poller.add(end._rtcp_sock, end.receive_rtcp)
+        self._watch_rtcp(end)
 
     def _socket(self, port):
         sock = socket.socket(socket.AF_INET6 if self._v6 else socket.AF_INET, socket.SOCK_DGRAM)
@@ -512,20 +646,72 @@ class Relay:
         sock.setblocking(False)
         return sock
 
+    def _connect(self, end, peer, now):
+        """Give `end` a socket on its RTP port connected to `peer`, its latched party.
+
+        A second socket may bind a port only when both have SO_REUSEPORT; it is
+        set for the moment of the bind and cleared at once, so no other socket
+        (another process's) can join the port, and the kernel never spreads the
+        port's datagrams over the two: the connected one gets its peer's, the
+        other the rest. Datagrams that reached the new socket before it was
+        connected may be anyone's: they take the checked path.
+        """
+        rtp = end._rtp_sock
+        sock = socket.socket(rtp.family, socket.SOCK_DGRAM)
+        try:
+            rtp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                sock.bind(rtp.getsockname())
+                sock.connect(peer)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
+            finally:
+                rtp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
+        except OSError:
+            sock.close()  # unroutable, say: packets to the party go by sendto
+            return
+        sock.setblocking(False)
+        early = []
+        while True:
+            try:
+                early.append(sock.recvfrom(MAX_PACKET))
+            except OSError:
+                break
+        # os.read and os.write on the descriptor cost less than the socket's
+        # recv and send; _fd is cleared before the socket closes.
+        end._peer_sock, end._peer, end._fd = sock, peer, sock.fileno()
+        self._poller.add(sock, end.read_peer)
+        for data, addr in early:
+            end.receive(data, addr[:2], now)
+
+    def _disconnect(self, end):
+        sock = end._peer_sock
+        end._fd = end._peer_sock = end._peer = None
+        self._poller.remove(sock)
+        sock.close()
+
     def _watch(self, end):
-        end._rtp_sendto = end._rtp_sock.sendto
-        self._poller.add(end._rtp_sock, end.receive_rtp)
+        sock = end._rtp_sock
+        end._rtp_sendto = sock.sendto
+        end._rtp_recvfrom = _recvfrom6(sock) if self._v6 else sock.recvfrom
+        self._poller.add(sock, end.read_rtp)
         if end._rtcp_sock is not None:
-            end._rtcp_sendto = end._rtcp_sock.sendto
-            self._poller.add(end._rtcp_sock, end.receive_rtcp)
+            self._watch_rtcp(end)
+
+    def _watch_rtcp(self, end):
+        sock = end._rtcp_sock
+        end._rtcp_sendto = sock.sendto
+        end._rtcp_recvfrom = _recvfrom6(sock) if self._v6 else sock.recvfrom
+        self._poller.add(sock, end.read_rtcp)
 
     def _unbind(self, end):
         # The sendto methods stay: a packet already read for the other end
         # meets a closed socket (OSError, counted) rather than None.
+        end._fd = None  # no os.write to a closed descriptor (it may be reused)
         for sock in end._sockets():
             self._poller.remove(sock)
             sock.close()
-        end._rtp_sock = end._rtcp_sock = None
+        end._rtp_sock = end._rtcp_sock = end._peer_sock = None
         self.pool.release(end.port)
 
     def _close(self, session):

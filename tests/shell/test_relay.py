@@ -8,8 +8,9 @@ import struct
 from twisted.internet import defer, protocol, reactor, task
 from twisted.trial import unittest
 
-from sbc.net.relay import Counters, Relay, identity
+from sbc.net.relay import CONNECT, Counters, Relay, identity
 from sbc.rtp.ports import PortPool
+from sbc.rtp.stream import StreamStats
 
 HOST = "127.0.0.1"
 SR = bytes.fromhex("81c8 000c 01020304") + bytes(44)  # RTCP sender report
@@ -301,6 +302,94 @@ class LatchingTests(RelayCase):
         session.update("b", self.callee.address)
         self.caller.send(rtp(2, b"resumed"), session.ports[0])
         got = yield self.callee.got()
+        self.assertEqual([d for d, _ in got], [rtp(2, b"resumed")])
+
+
+class ConnectedSocketTests(RelayCase):
+    """Once latched, a party's packets come on a socket connected to it (Linux)."""
+
+    def setUp(self):
+        if not CONNECT:
+            raise unittest.SkipTest("no SO_REUSEPORT: every packet takes the bound socket")
+        super().setUp()
+
+    @defer.inlineCallbacks
+    def test_latched_party_gets_a_connected_socket(self):
+        """After the caller's first packet end A has a socket connected to it; none else may bind."""
+        session = self.open()
+        self.assertIsNone(session.a._peer_sock)
+        self.caller.send(rtp(1), session.ports[0])
+        yield self.callee.got()
+        self.assertEqual(session.a._peer_sock.getpeername(), self.caller.address)
+        self.callee.send(rtp(1, b"back"), session.ports[1])
+        self.caller.send(rtp(2), session.ports[0])
+        got = yield self.caller.got()
+        self.assertEqual(got, [(rtp(1, b"back"), (HOST, session.ports[0]))])
+        yield self.callee.got(2)
+        self.assertEqual(session.a.counters().packets_in, 2)
+        for reuse in (False, True):
+            intruder = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            self.addCleanup(intruder.close)
+            if reuse:
+                intruder.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            with self.assertRaises(OSError):
+                intruder.bind((HOST, session.ports[0]))
+
+    @defer.inlineCallbacks
+    def test_statistics_as_stream_stats_counts_them(self):
+        """The connected path's own in-order accounting gives what StreamStats.update gives."""
+        session = self.open()
+        reference = StreamStats()
+        packets = [(1, 160, 0, 7), (2, 320, 0, 7), (4, 640, 0, 7), (3, 480, 0, 7),
+                   (3, 480, 0, 7), (5, 800, 101, 7), (6, 960, 0, 7), (7, 1130, 0, 7),
+                   (8, 1280, 0, 7), (9, 1440, 0, 9), (10, 1600, 0, 9), (11, 1750, 0, 9)]
+        for n, (seq, ts, pt, ssrc) in enumerate(packets, 1):
+            packet = struct.pack("!BBHII", 0x80, pt, seq, ts, ssrc) + bytes(seq)
+            self.clock.advance(0.020 + 0.001 * (n % 3))
+            reference.update(packet, self.clock.seconds())
+            self.caller.send(packet, session.ports[0])
+            yield self.callee.got(n)
+        stats = session.a.stats
+        fields = ("packets", "bytes", "ssrc", "ssrc_changes", "duplicates", "out_of_order",
+                  "highest", "expected", "received", "lost", "jitter")
+        self.assertEqual([getattr(stats, f) for f in fields],
+                         [getattr(reference, f) for f in fields])
+        self.assertGreater(stats.jitter, 0.0)
+
+    @defer.inlineCallbacks
+    def test_new_source_inside_the_window_moves_the_socket(self):
+        """A NAT rebinding in the latch window: the connected socket follows the party."""
+        session = self.open(remote_a=(HOST, 9))  # signalled: the discard port, nobody there
+        self.caller.send(rtp(1), session.ports[0])
+        yield self.callee.got()
+        moved = self.party()
+        self.clock.advance(1.0)
+        moved.send(rtp(2), session.ports[0])
+        yield self.callee.got(2)
+        self.assertEqual(session.a._peer_sock.getpeername(), moved.address)
+        self.callee.send(rtp(1, b"back"), session.ports[1])
+        yield moved.got()
+        self.clock.advance(5.0)
+        self.caller.send(rtp(3, b"old address"), session.ports[0])
+        yield until(lambda: session.a.counters().latch_rejections == 1)
+        self.assertEqual([d for d, _ in self.callee.received], [rtp(1), rtp(2)])
+
+    @defer.inlineCallbacks
+    def test_hold_closes_the_connected_socket(self):
+        """Held, a party loses its connected socket but is still heard; resumed, it has it back."""
+        session = self.open()
+        self.caller.send(rtp(1), session.ports[0])
+        yield self.callee.got()
+        session.update("a", ("0.0.0.0", 0))
+        self.assertIsNone(session.a._peer_sock)
+        self.caller.send(rtp(2), session.ports[0])
+        yield self.callee.got(2)
+        self.callee.send(rtp(1, b"to the held"), session.ports[1])
+        yield until(lambda: session.b.unsent == 1)
+        session.update("a", self.caller.address)
+        self.assertEqual(session.a._peer_sock.getpeername(), self.caller.address)
+        self.callee.send(rtp(2, b"resumed"), session.ports[1])
+        got = yield self.caller.got()
         self.assertEqual([d for d, _ in got], [rtp(2, b"resumed")])
 
 
