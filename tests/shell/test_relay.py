@@ -315,7 +315,7 @@ class ConnectedSocketTests(RelayCase):
 
     @defer.inlineCallbacks
     def test_latched_party_gets_a_connected_socket(self):
-        """After the caller's first packet end A has a socket connected to it; none else may bind."""
+        """The caller latched, end A has a socket connected to it; no other socket may bind."""
         session = self.open()
         self.assertIsNone(session.a._peer_sock)
         self.caller.send(rtp(1), session.ports[0])
