@@ -249,7 +249,7 @@ class End:
             self.receive(data, self._peer, now)
             return
         if self.transform_in is not identity:
-            data = self.transform_in(data)  # SRTP leaves the header as it was
+            data = self.transform_in(data)  # the party's header stays: SRTP never encrypts it
             if data is None:
                 self.transform_drops += 1
                 return
