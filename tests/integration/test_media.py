@@ -19,7 +19,6 @@ under test: the latch window running out, and the inactivity timeout.
 
 import hashlib
 import re
-import secrets
 import shutil
 import socket
 import struct
@@ -31,6 +30,7 @@ from twisted.trial import unittest
 
 from .harness import SAFETY
 from .lab import GW1, PBX, PAUSE, POLL, Lab, SIPp, lab_port, release
+from .rtpengine import free_range
 
 MEDIA = "127.0.0.1"     # the relay's address in the lab ([media] address)
 STRANGER = "127.0.0.9"  # a host that is no party to the call
@@ -42,25 +42,9 @@ INACTIVITY = 2          # s: [media] inactivity_timeout of the inactivity test
 
 
 def media_range(size=RANGE):
-    """(port_min, port_max): `size` UDP ports, starting even, that bind on the
-    relay's address right now, below the kernel's ephemeral range (where the
-    test's own sockets and SIPp's come from) and away from the default
-    20000-30000 that other sbc processes use."""
-    for _ in range(50):
-        low = 10000 + 2 * secrets.randbelow((20000 - 10000 - size) // 2)
-        socks = []
-        try:
-            for port in range(low, low + size):
-                sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-                socks.append(sock)
-                sock.bind((MEDIA, port))
-            return low, low + size - 1
-        except OSError:
-            continue
-        finally:
-            for sock in socks:
-                sock.close()
-    raise AssertionError(f"no {size} free UDP ports on {MEDIA} between 10000 and 20000")
+    """(port_min, port_max): `size` UDP ports, starting even, free on the relay's
+    address now, below the ephemeral range and away from sbc's default range."""
+    return free_range(size, MEDIA)
 
 
 class MediaLab(Lab):
