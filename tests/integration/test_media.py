@@ -155,12 +155,13 @@ class MediaTestCase(unittest.TestCase):
         self.addCleanup(party.close)
         return party
 
-    def call(self, uac="media_uac.xml"):
+    def call(self, uac="media_uac.xml", uas="media_uas.xml", uas_keys=()):
         """Start a PBX -> carrier call through sbc; the SIPp peers' SDP names
         test sockets on 127.0.0.2 and 127.0.0.3."""
         pbx_rtp, carrier_rtp = self.party(PBX), self.party(GW1)
-        carrier = SIPp(self.directory, "media_uas.xml", GW1, self.lab.port,
-                       keys=(("rtp_ip", GW1), ("rtp_port", str(carrier_rtp.addr[1]))))
+        carrier = SIPp(self.directory, uas, GW1, self.lab.port,
+                       keys=(("rtp_ip", GW1), ("rtp_port", str(carrier_rtp.addr[1])),
+                             *uas_keys))
         self.addCleanup(carrier.kill)
         carrier.start().bound()
         pbx = SIPp(self.directory, uac, PBX, remote=self.lab.sip, service="2125551234",

@@ -14,8 +14,8 @@ import hashlib
 from sbc.net.srtp import SRTPTransform
 from sbc.rtp import sdes
 
-from .lab import GW1, PBX, SIPp, lab_port
-from .test_media import (PACKETS, Call, MediaLab, MediaTestCase, _grew, payload, rtp)
+from .lab import lab_port
+from .test_media import (PACKETS, MediaLab, MediaTestCase, _grew, payload, rtp)
 
 SUITE = "AES_CM_128_HMAC_SHA1_80"
 # The carrier's master key||salt (30 bytes), fixed so a failure is reproducible.
@@ -63,19 +63,8 @@ class SRTPInterworkingTests(MediaTestCase):
 
     def call(self, uac="media_uac.xml"):
         """Start a PBX -> carrier call whose carrier answers SRTP with CARRIER_KEY."""
-        pbx_rtp, carrier_rtp = self.party(PBX), self.party(GW1)
         key = base64.b64encode(CARRIER_KEY).decode("ascii")
-        carrier = SIPp(self.directory, "srtp_uas.xml", GW1, self.lab.port,
-                       keys=(("rtp_ip", GW1), ("rtp_port", str(carrier_rtp.addr[1])),
-                             ("crypto", key)))
-        self.addCleanup(carrier.kill)
-        carrier.start().bound()
-        pbx = SIPp(self.directory, uac, PBX, remote=self.lab.sip, service="2125551234",
-                   keys=(("rtp_ip", PBX), ("rtp_port", str(pbx_rtp.addr[1]))))
-        self.addCleanup(pbx.kill)
-        self.addCleanup(self.abandon, pbx)
-        pbx.start()
-        return Call(pbx, carrier, pbx_rtp, carrier_rtp)
+        return super().call(uac, "srtp_uas.xml", (("crypto", key),))
 
     def sbc_crypto(self, call):
         """sbc's a=crypto:1 line in the carrier's INVITE (the one the carrier's
