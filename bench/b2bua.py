@@ -186,6 +186,10 @@ port = {port}
 address = "127.0.0.1"
 port = 0
 
+# The bench's start-up probe (OPTIONS from {b2bua_ip}) is no peer.
+[admission]
+allow = ["{b2bua_ip}/32"]
+
 # Signalling only, like sippy's b2bua_simple: no media relay on either side.
 [media]
 enabled = false

@@ -37,9 +37,10 @@ class Recorder:
 
     log = Logger(namespace="sbc.calls")
 
-    def __init__(self, metrics, store=None):
+    def __init__(self, metrics, store=None, debug=False):
         self.metrics = metrics.calls
         self.store = store
+        self.debug = debug  # a line per call; not even built below debug level
 
     def __call__(self, effect):
         kind = type(effect)
@@ -62,9 +63,11 @@ class Recorder:
         quality = call.media.quality if call.media is not None else None
         if quality is not None:
             self.metrics.media_quality(cdr.trunk, *quality)
-        self.log.debug("call {id} {direction} {src}->{dst} {callee} {code} {reason} "
-                      "{duration:.1f}s", id=cdr.id, direction=cdr.direction, src=cdr.source_peer,
-                      dst=cdr.target_peer, callee=cdr.callee_out or cdr.callee_in,
-                      code=cdr.final_code, reason=cdr.reason, duration=cdr.duration)
+        if self.debug:
+            self.log.debug("call {id} {direction} {src}->{dst} {callee} {code} {reason} "
+                           "{duration:.1f}s", id=cdr.id, direction=cdr.direction,
+                           src=cdr.source_peer, dst=cdr.target_peer,
+                           callee=cdr.callee_out or cdr.callee_in, code=cdr.final_code,
+                           reason=cdr.reason, duration=cdr.duration)
         if self.store is not None:
             self.store.write(cdr)

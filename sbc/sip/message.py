@@ -187,10 +187,13 @@ class _Find(dict):
     copy to make or to keep in step)."""
 
     def __missing__(self, key):
-        names = [re.escape(key)]
-        if key in _LONG:
-            names.append(re.escape(_LONG[key]))
-        pattern = self[key] = re.compile(r"\r\n(?i:" + "|".join(names) + r")[ \t]*:", re.ASCII)
+        names = [key] + ([_LONG[key]] if key in _LONG else [])
+        # Letters as [xX] classes after a lookahead on the first letters: a
+        # (?i:...) group would cost re its fast scan (3-6x slower searches).
+        firsts = "".join(sorted({c for n in names for c in (n[0].lower(), n[0].upper())}))
+        alts = "|".join("".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c)
+                                for c in n) for n in names)
+        pattern = self[key] = re.compile(rf"\r\n(?=[{re.escape(firsts)}])(?:{alts})[ \t]*:", re.ASCII)
         return pattern
 
 
