@@ -313,9 +313,12 @@ class Bans:
     def next_deadline(self):
         """When `expire` next has work: the soonest ban end or source pruning."""
         self._clean()
-        prune = self._prune_due if self._sources else None
-        times = [t for t in (self._ends[0][0] if self._ends else None, prune) if t is not None]
-        return min(times) if times else None
+        soonest = self._prune_due if self._sources else None
+        if self._ends:
+            end = self._ends[0][0]
+            if soonest is None or end < soonest:
+                soonest = end
+        return soonest
 
     def tracked(self):
         """How many sources are being counted (for metrics)."""

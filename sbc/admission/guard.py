@@ -27,6 +27,7 @@ from ..errors import ParseError
 from ..sip.auth import STATUS, Authenticator
 from ..sip.effects import Drop, Peer
 from ..sip.location import Location
+from ..sip.timers import soonest
 from ..sip.validate import Reject
 from .bans import Bans
 from .scanners import Scanners
@@ -260,9 +261,8 @@ class Guard:
 
     # -- timers -------------------------------------------------------------------
     def next_deadline(self):
-        times = [t for t in (self.bans.next_deadline(), self.location.next_deadline(),
-                             self._prune) if t is not None]
-        return min(times) if times else None
+        return soonest(soonest(self.bans.next_deadline(), self.location.next_deadline()),
+                       self._prune)
 
     def expire(self, now):
         out = [Unbanned(ban) for ban in self.bans.expire(now)]

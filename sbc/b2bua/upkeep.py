@@ -12,6 +12,7 @@ import ipaddress
 from ..routing.health import GatewayDown, GatewayUp, Health, Probe
 from ..sip.effects import Peer
 from ..sip.registration import Registration
+from ..sip.timers import soonest
 from .call import Resolve, gateway_peer
 
 
@@ -101,10 +102,10 @@ class Upkeep:
 
     # -- time ------------------------------------------------------------------------
     def next_deadline(self):
-        deadlines = [m.next_deadline() for m in self.registrations.values()]
-        deadlines.append(self.health.next_deadline())
-        deadlines = [d for d in deadlines if d is not None]
-        return min(deadlines) if deadlines else None
+        deadline = self.health.next_deadline()
+        for machine in self.registrations.values():
+            deadline = soonest(deadline, machine.next_deadline())
+        return deadline
 
     def expire(self, now):
         out = []

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from ..errors import ParseError
 from ..sip.message import Request
 from ..sip.registration import SendRequest
+from ..sip.timers import soonest
 
 __all__ = ["Probe", "Health", "GatewayDown", "GatewayUp", "SendRequest", "is_failure"]
 
@@ -200,8 +201,10 @@ class Health:
         return out
 
     def next_deadline(self):
-        deadlines = [d for d in (p.next_deadline() for p in self._probes.values()) if d is not None]
-        return min(deadlines) if deadlines else None
+        deadline = None
+        for probe in self._probes.values():
+            deadline = soonest(deadline, probe.next_deadline())
+        return deadline
 
     def expire(self, now):
         out = []

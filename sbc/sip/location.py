@@ -131,12 +131,16 @@ def _recent_first(bindings):
     return sorted(bindings, key=lambda b: b.registered_at, reverse=True)
 
 
+_UNKNOWN = object()
+
+
 class Location:
     """The location service: bindings per address-of-record (a user name)."""
 
     def __init__(self, max_contacts=10):
         self.max_contacts = max_contacts
         self._aors = {}  # user -> {contact key: Binding}
+        self._soonest = _UNKNOWN  # next_deadline(), kept until the bindings change
         self.skipped = 0  # entries refused by `load` as malformed
         self.dropped = 0  # entries `load` found already expired
 
@@ -181,6 +185,7 @@ class Location:
                     return _fail(500, "Out of Order REGISTER", user=aor)
             removed = tuple(_recent_first(current.values()))
             self._aors.pop(aor, None)
+            self._soonest = _UNKNOWN
             return Result(200, "OK", (), aor, (), bool(removed), removed)
 
         changes = []  # (key, Binding or None to remove)
@@ -224,6 +229,7 @@ class Location:
             self._aors[aor] = bindings
         else:
             self._aors.pop(aor, None)
+        self._soonest = _UNKNOWN
         live = [b for b in _recent_first(bindings.values()) if b.expires_at > now]
         headers = tuple(("Contact", b.contact_value(now)) for b in live)
         changed = bool(removed) or any(b is not None for _, b in changes)
@@ -246,12 +252,18 @@ class Location:
                 gone.append(bindings.pop(key))
             if not bindings:
                 del self._aors[aor]
+        self._soonest = _UNKNOWN
         return gone
 
     def next_deadline(self):
-        """When the next binding expires (call `expire` then), None if none."""
-        return min((b.expires_at for bindings in self._aors.values() for b in bindings.values()),
-                   default=None)
+        """When the next binding expires (call `expire` then), None if none.
+        Asked after every message: computed again only once bindings changed."""
+        soonest = self._soonest
+        if soonest is _UNKNOWN:
+            soonest = self._soonest = min(
+                (b.expires_at for bindings in self._aors.values() for b in bindings.values()),
+                default=None)
+        return soonest
 
     # -- persistence ------------------------------------------------------------
     def dump(self):
@@ -288,6 +300,7 @@ class Location:
             old = bindings.get(key)
             if old is None or old.registered_at <= binding.registered_at:
                 bindings[key] = binding
+        loc._soonest = _UNKNOWN
         for bindings in loc._aors.values():
             while len(bindings) > loc.max_contacts:
                 del bindings[min(bindings, key=lambda k: bindings[k].registered_at)]

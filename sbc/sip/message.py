@@ -163,6 +163,11 @@ def _value(head, start):
     return b" ".join(p for p in parts if p).decode("utf-8", "surrogateescape")
 
 
+# Header text (from the CRLF ending the start line) whose every line is a
+# header, name and colon, or the continuation of one: what _split_headers
+# takes without a defect. Anything else is split to find the fault.
+_WELL_FORMED = re.compile(r"(?:\r\n[^:\r\n \t]+[ \t]*:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*)*")
+_NAMES = re.compile(r"\r\n([^:\r\n \t]+)[ \t]*:")
 _FOLD = (32, 9)  # SP, HTAB starting a continuation line
 _LONG = {v: k for k, v in COMPACT.items()}
 
@@ -295,8 +300,17 @@ class Message:
     @property
     def defect(self):
         """The first malformed header line (a ParseError), or None."""
+        if self._headers is None and _WELL_FORMED.fullmatch(self._text) is not None:
+            return None  # every line a header or its continuation: nothing to split for
         self.headers  # noqa: B018 - splitting finds the defects
         return self._defect
+
+    def keys(self):
+        """The key of every header line, in order (no need to split an unsplit message)."""
+        if self._headers is None:
+            keys = _KEYS
+            return [keys.get(name) or header_key(name) for name in _NAMES.findall(self._text)]
+        return [item[0] for item in self._headers]
 
     # -- raw header access ---------------------------------------------------
     def get(self, name, default=None):
@@ -540,7 +554,12 @@ class Message:
     def vias(self):
         value = self._cache.get("vias")
         if value is None:
-            value = self._cache["vias"] = [h.parse_via(v) for v in self._elements("via")]
+            elements = self._elements("via")
+            if len(elements) == 1 and self._headers is None:
+                value = [self.via]  # the usual one Via: the top one, parsed the fast way
+            else:
+                value = [h.parse_via(v) for v in elements]
+            self._cache["vias"] = value
         return value
 
     @property

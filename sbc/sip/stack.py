@@ -17,6 +17,7 @@ from ..errors import LocalProtocolError, ParseError
 from . import transaction as tx
 from .effects import Drop, Peer, Send
 from .message import DEFAULT_LIMITS, Request, make_response
+from .timers import soonest
 from .uas import answer
 from .validate import Reject, check_request, check_response
 
@@ -171,10 +172,10 @@ class Stack:
 
     def next_deadline(self):
         deadline = self.transactions.next_deadline()
-        for user in self._timed():
-            other = user.next_deadline()
-            if other is not None and (deadline is None or other < deadline):
-                deadline = other
+        if self.calls is not None:
+            deadline = soonest(deadline, self.calls.next_deadline())
+        for user in self.timed:
+            deadline = soonest(deadline, user.next_deadline())
         return deadline
 
     # -- the transaction user ---------------------------------------------------

@@ -70,3 +70,12 @@ class Timers:
 
     def __repr__(self):
         return f"Timers(t1={self.t1}, t2={self.t2}, t4={self.t4})"
+
+
+def soonest(a, b):
+    """The earlier of two deadlines, either of which may be None (no deadline)."""
+    if a is None:
+        return b
+    if b is None or a <= b:
+        return a
+    return b

@@ -36,7 +36,7 @@ def _check(req, limits):
     if defect is not None:
         return Reject(defect.status, defect.reason)
     counts = {}
-    for key, _, _ in req.headers:
+    for key in req.keys():
         counts[key] = counts.get(key, 0) + 1
     for key in MANDATORY:
         if key not in counts:
