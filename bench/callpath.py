@@ -31,7 +31,7 @@ from b2bua import SBC_CONFIG  # noqa: E402  bench/ is on sys.path: scripts run f
 from twisted.internet.task import Clock  # noqa: E402
 
 from sbc import config as cfg  # noqa: E402
-from sbc.service import make_service  # noqa: E402
+from sbc.service import make_service, tune_gc  # noqa: E402
 from sbc.sip.effects import Peer  # noqa: E402
 
 SBC_IP, UAC, UAS = "127.0.0.1", ("127.0.0.2", 5060), ("127.0.0.3", 5060)
@@ -164,15 +164,13 @@ def main(argv):
     p.add_argument("--calls", type=int, default=2000)
     p.add_argument("--runs", type=int, default=7)
     p.add_argument("--profile", action="store_true")
-    p.add_argument("--gc", type=int, nargs=3, help="gc.set_threshold(*GC)")
     p.add_argument("--once", action="store_true",
                    help="run --calls calls once and print nothing (for instruction counts)")
     args = p.parse_args(argv)
-    if args.gc:
-        gc.set_threshold(*args.gc)
     with tempfile.TemporaryDirectory(prefix="sbc-callpath-") as workdir:
         bench = Bench(workdir)
         bench.run(0, 200)  # warm up: imports, caches
+        tune_gc()  # as `sbc run` does once started
         if args.once:
             bench.run(10**6, args.calls)
             return 0

@@ -168,7 +168,7 @@ def run(args):
     from twisted.logger import Logger
 
     from .net.notify import Notifier, start_watchdog
-    from .service import make_service
+    from .service import make_service, tune_gc
 
     _logging(config.log_level)
     log = Logger(namespace="sbc")
@@ -181,11 +181,7 @@ def run(args):
     except Exception as e:  # noqa: BLE001 - a bind failure must end the start, loudly
         print(f"cannot start: {e}", file=sys.stderr)
         return 1
-    # Messages, transactions and calls are many small, short-lived objects:
-    # collect young ones less often, and never rescan what start-up created.
-    import gc
-    gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    tune_gc()
     sip = top.getServiceNamed("sip")
     listening = ", ".join(f"{t} {_hostport(a, p)}" for t, a, p in sip.bound())
     if config.metrics.enabled:

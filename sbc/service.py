@@ -4,6 +4,7 @@
     metrics  HTTP /metrics and /healthz for Prometheus
 """
 
+import gc
 import os
 import random
 
@@ -260,6 +261,15 @@ class Trunking(service.Service):
         if self.ng is not None:
             done.addCallback(lambda _: self.ng.stop())
         return done
+
+
+def tune_gc():
+    """After start-up: messages, transactions and calls are many small,
+    short-lived objects. Collect young ones less often (the default 700
+    allocations cost about a fifth of a call's CPU), and never rescan what
+    start-up created (modules, config, tables)."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
 
 
 def make_service(config: cfg.Config, reactor, environ=None, metrics=None):

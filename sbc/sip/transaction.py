@@ -301,8 +301,19 @@ class Transaction:
     def method(self):
         return self.request.method
 
+    def compact(self):
+        """Waiting only to absorb or resend: keep the messages as bytes."""
+        for message in (self.request, self.last_response, self._ack):
+            if message is not None:
+                message.compact()
+
     def __repr__(self):
         return f"<Transaction {self.kind} {self.state} {self.request.method} {self._key[0]}>"
+
+
+# States that only absorb retransmissions or resend what was sent, for up to
+# 64*T1: the transaction's messages are kept as bytes there (Message.compact).
+_WAITING = frozenset((COMPLETED, CONFIRMED, ACCEPTED))
 
 
 def _event_for(status, received):
@@ -627,6 +638,8 @@ class Transactions:
         if state is TERMINATED:
             self._remove(txn, out)
             return
+        if state in _WAITING:
+            txn.compact()
         letters = txn._machine.timers[state]
         timers = txn._timers
         for letter in [x for x in timers if x not in letters]:
