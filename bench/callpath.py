@@ -49,9 +49,9 @@ class Wire:
 
     def __init__(self):
         self.out = []
-        self.transport = self
+        self.transport = self.socket = self
 
-    def write(self, data, addr):
+    def sendto(self, data, addr):
         self.out.append((data, addr))
 
 

@@ -59,6 +59,7 @@ DROP_REASONS = frozenset(
         "scanner",
         "banned",
         "too_large",
+        "send_failed",
         "other",
     }
 )

@@ -6,6 +6,7 @@ responses over the connection the request came on, datagrams from the
 listener they arrived at, a new connection only when none exists.
 """
 
+import functools
 import ipaddress
 import itertools
 
@@ -23,6 +24,15 @@ _ids = itertools.count(1)
 UDP_MAX = 65507  # the largest UDP payload over IPv4
 
 
+@functools.lru_cache(maxsize=4096)
+def _ip_literal(host):
+    try:
+        ipaddress.ip_address(host.partition("%")[0])  # fe80::1%eth0 is an address too
+    except ValueError:
+        return False
+    return True
+
+
 def _host(host):
     """One spelling per host: IPv4-mapped IPv6 is the IPv4 address (RFC 5118 §4.9)."""
     if host.startswith("::ffff:") and "." in host:
@@ -37,6 +47,19 @@ class SIPDatagramProtocol(protocol.DatagramProtocol):
         self.family = family
         self.dual_stack = dual_stack  # bound to "::": IPv4 peers arrive as ::ffff:a.b.c.d
         self.id = next(_ids)
+
+    def send(self, data, addr):
+        """sendto() without Twisted's Port.write: that checks the address is
+        an IP literal, several times per datagram. Ours are (peers are
+        resolved first, replies go to source addresses); a name is refused
+        here, once per name, never resolved on the reactor. False if not sent."""
+        if not _ip_literal(addr[0]):
+            return False
+        try:
+            self.transport.socket.sendto(data, addr)
+        except OSError:  # buffer full, no route, ...: lost, as a datagram may be
+            return False
+        return True
 
     def datagramReceived(self, data, addr):
         if len(data) <= 4 and not data.strip():
@@ -243,7 +266,9 @@ class SIPService(service.Service):
             host = dest.host
             if sock.family == 6 and ":" not in host:
                 host = "::ffff:" + host  # an IPv4 peer of a dual-stack socket
-            sock.transport.write(data, (host, dest.port))
+            if not sock.send(data, (host, dest.port)):
+                self.metrics.drop("udp", "send_failed")
+                return
         else:
             conn = self.conns.get(dest.conn) or self.by_addr.get((dest.transport, dest.host, dest.port))
             if conn is None:

@@ -145,7 +145,7 @@ _TEL_SAFE = frozenset("0123456789abcdefABCDEF*+-.()")  # "#" would start a fragm
 
 
 def _escape(text, safe):
-    if all(c in safe for c in text):
+    if safe.issuperset(text):  # the usual: nothing to escape
         return text
     return "".join(c if c in safe else "".join(f"%{b:02X}" for b in c.encode())
                    for c in text)

@@ -2,6 +2,7 @@
 Twisted's fakes (MemoryReactorClock, StringTransport): no sockets, no real time."""
 
 import dataclasses
+import errno
 import itertools
 import socket
 
@@ -28,18 +29,19 @@ CLIENT = ("127.0.0.1", 5999)
 
 
 class DatagramTransport:
-    """A UDP port's write side that checks addresses as twisted.internet.udp.Port does."""
+    """A UDP port whose socket refuses addresses of the other family, as the kernel does."""
 
     def __init__(self, family):
         self.family = family
         self.written = []
+        self.socket = self
 
-    def write(self, data, addr):
+    def sendto(self, data, addr):
         v4 = ":" not in addr[0]
         if v4 and self.family == socket.AF_INET6:
-            raise error.InvalidAddressError(addr[0], "IPv6 port write() called with IPv4 or broadcast address")
+            raise OSError(errno.EAFNOSUPPORT, "an IPv4 address on an IPv6 socket")
         if not v4 and self.family == socket.AF_INET:
-            raise error.InvalidAddressError(addr[0], "IPv4 port write() called with IPv6 address")
+            raise OSError(errno.EAFNOSUPPORT, "an IPv6 address on an IPv4 socket")
         self.written.append((data, addr))
 
 
@@ -193,6 +195,15 @@ class DatagramTest(ServiceCase):
         via = parse(data).via
         self.assertEqual((via.host, via.port, via.branch), ("127.0.0.1", 5060, "z9hG4bKa1"))
         self.assertEqual((via.received, via.rport), ("127.0.0.1", "5999"))
+
+    def test_refused_datagram_counted(self):
+        """A datagram the kernel refuses (here: buffer full) is counted as dropped, not as sent."""
+        def full(data, addr):
+            raise BlockingIOError(errno.EAGAIN, "Resource temporarily unavailable")
+        self.udp.transport.sendto = full
+        self.udp.datagramReceived(request(), CLIENT)
+        self.assertEqual(self.metric("sbc_sip_dropped_total", transport="udp", reason="send_failed"), 1)
+        self.assertEqual(self.metric("sbc_sip_responses_sent_total", transport="udp", status="200"), 0)
 
     def test_via_port_without_rport(self):
         """Without rport the response goes to the port in the Via's sent-by (RFC 3261 §18.2.2)."""
