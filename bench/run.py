@@ -5,10 +5,11 @@ script (run by any Python >= 3.11, e.g. from `make bench`) keeps a separate
 venv and runs the benchmarks with its Python. The venv is rebuilt when
 bench/requirements.txt or pyproject.toml changes.
 
-    python bench/run.py [--only parse|b2bua|relay] [ARGS...]
+    python bench/run.py [--only parse|callpath|b2bua|relay] [ARGS...]
 
-runs bench/parse.py, bench/b2bua.py, then bench/relay.py (or only the one named), each with
-ARGS (both know --strict and --profile). The exit status is the worst of theirs.
+runs bench/parse.py, bench/callpath.py, bench/b2bua.py, then bench/relay.py (or
+only the one named), each with ARGS (all know --strict and --profile). The exit
+status is the worst of theirs.
 """
 
 import hashlib
@@ -54,7 +55,7 @@ def setup(stamp):
         f.write(stamp + "\n")
 
 
-BENCHES = ("parse", "b2bua", "relay")
+BENCHES = ("parse", "callpath", "b2bua", "relay")
 
 
 def split_only(argv):
