@@ -288,6 +288,11 @@ class Admission:
 
 
 @dataclass(frozen=True, slots=True)
+class CDRs:
+    sync_interval: float = 1.0  # seconds between flushes to disk; 0 = at every commit
+
+
+@dataclass(frozen=True, slots=True)
 class DNS:
     servers: tuple[str, ...] = ()  # "ip[:port]"; () = /etc/resolv.conf
 
@@ -308,6 +313,7 @@ class Config:
     tables: tuple[Table, ...] = ()
     b2bua: B2BUA = B2BUA()
     dns: DNS = DNS()
+    cdr: CDRs = CDRs()
     media: Media = Media()
     admission: Admission = Admission()
 
@@ -336,7 +342,7 @@ def table_named(config, name):
 # Table -> its keys; "listen", "peer", "table" (and the dotted arrays under
 # them) are arrays of tables. docs/config.md lists them all.
 SCHEMA = {
-    "": ("include", "sbc", "listen", "tls", "metrics", "sip", "tcp", "b2bua", "dns",
+    "": ("include", "sbc", "listen", "tls", "metrics", "sip", "tcp", "b2bua", "dns", "cdr",
          "media", "admission", "peer", "table"),
     "admission": ("unknown", "allow", "scanners", "realm", "digest_algorithms", "nonce_ttl",
                   "min_expires",
@@ -348,6 +354,7 @@ SCHEMA = {
               "public_address", "port_min", "port_max",
               "inactivity_timeout", "latch_window"),
     "dns": ("servers",),
+    "cdr": ("sync_interval",),
     "sbc": ("state_dir", "log_level", "server_header"),
     "listen": ("transport", "address", "port", "public_address"),
     "tls": ("cert", "key", "ca", "verify_peer", "min_version"),
@@ -754,7 +761,7 @@ class _Reader:
             path=self.path, state_dir=state_dir, log_level=log_level,
             server_header=server_header, listeners=listeners, tls=self.tls(doc),
             metrics=metrics, timers=self.timers(doc), limits=self.limits(doc),
-            tcp=self.tcp(doc), b2bua=self.b2bua(doc), dns=self.dns(doc),
+            tcp=self.tcp(doc), b2bua=self.b2bua(doc), dns=self.dns(doc), cdr=self.cdr(doc),
             media=self.media(doc), admission=self.admission(doc))
         self._verify_peer = config.tls.verify_peer
         peers = self.peers(peers)
@@ -986,6 +993,11 @@ class _Reader:
             except ValueError as e:
                 self.fail(path + ("servers", i), str(e))
         return DNS(tuple(servers))
+
+    def cdr(self, doc):
+        path = ("cdr",)
+        t = self.table(doc, path, "cdr")
+        return CDRs(self.non_negative(t, path, "sync_interval", CDRs().sync_interval))
 
     def metrics(self, doc):
         path = ("metrics",)

@@ -37,8 +37,8 @@ class StoreCase(unittest.TestCase):
         os.makedirs(self.state)
         self.path = path_in(self.state)
 
-    def open(self):
-        store = CDRStore(self.path, reactor=reactor)
+    def open(self, **kwargs):
+        store = CDRStore(self.path, reactor=reactor, **kwargs)
         self.addCleanup(store.close)
         return store
 
@@ -75,6 +75,24 @@ class WriteTests(StoreCase):
         self.assertEqual(self.fresh_rows("PRAGMA journal_mode"), [("wal",)])
         self.assertEqual(self.fresh_rows("SELECT version FROM schema_version"),
                          [(SCHEMA_VERSION,)])
+
+    @defer.inlineCallbacks
+    def test_sync_interval(self):
+        """With sync_interval a row is committed at once and reaches the disk at the next checkpoint; an idle interval does nothing."""
+        store = self.open(sync_interval=3600)
+        self.assertEqual(store._db.execute("PRAGMA synchronous").fetchone(), (1,))  # NORMAL
+        self.assertIsNone(store._sync())  # nothing written yet
+        yield store.write(ANSWERED)
+        self.assertEqual(self.fresh_rows(), [("c1",)])
+        yield store._sync()
+        self.assertEqual(store.syncs, 1)
+        self.assertIsNone(store._sync())
+
+    def test_every_commit_synced(self):
+        """Without sync_interval every commit is fsynced (synchronous=FULL) and no checkpoint timer runs."""
+        store = self.open()
+        self.assertEqual(store._db.execute("PRAGMA synchronous").fetchone(), (2,))  # FULL
+        self.assertIsNone(store._syncing)
 
     @defer.inlineCallbacks
     def test_durable_without_close(self):

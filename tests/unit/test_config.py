@@ -270,6 +270,13 @@ class RangeTests(ErrorCase):
         self.assertError(UDP + "[sip.timers]\nt1 = -0.5\n",
                          "sbc.toml:5: sip.timers.t1: must be a number > 0, got -0.5")
 
+    def test_cdr_sync_interval(self):
+        """[cdr] sync_interval defaults to 1 s, may be 0 (every commit) and is never negative."""
+        self.assertEqual(loads(UDP).cdr.sync_interval, 1.0)
+        self.assertEqual(loads(UDP + "[cdr]\nsync_interval = 0\n").cdr.sync_interval, 0)
+        self.assertError(UDP + "[cdr]\nsync_interval = -1\n",
+                         "sbc.toml:5: cdr.sync_interval: must be a number >= 0 (0 = off), got -1")
+
     def test_timer_not_finite(self):
         """inf and nan are not usable durations."""
         self.assertError(UDP + "[sip.timers]\nt2 = inf\n",
@@ -471,7 +478,7 @@ class UnknownTests(ErrorCase):
         """A key outside any table is checked against the table names."""
         self.assertError('log_level = "info"\n' + UDP,
                          'sbc.toml:1: log_level: unknown key; known: "include", "sbc", '
-                         '"listen", "tls", "metrics", "sip", "tcp", "b2bua", "dns", "media", "admission", "peer", "table"')
+                         '"listen", "tls", "metrics", "sip", "tcp", "b2bua", "dns", "cdr", "media", "admission", "peer", "table"')
 
     def test_unknown_quoted_key(self):
         """A key that needs quotes is shown quoted."""
