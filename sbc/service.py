@@ -265,6 +265,11 @@ class Trunking(service.Service):
         return done
 
 
+# SIP timers run up to 10 ms late: T1 is 500 ms, and one wake-up then serves
+# every transaction whose timer falls in the same 10 ms.
+TIMER_GRANULARITY = 0.01
+
+
 def tune_gc():
     """After start-up: messages, transactions and calls are many small,
     short-lived objects. Collect young ones less often (the default 700
@@ -285,7 +290,7 @@ def make_service(config: cfg.Config, reactor, environ=None, metrics=None):
     top = service.MultiService()
     sip = SIPService(stack, config.listeners, reactor=reactor, metrics=metrics,
                      limits=stack.limits, tcp=config.tcp, tls_server=tls_server,
-                     tls_client=tls_client)
+                     tls_client=tls_client, timer_granularity=TIMER_GRANULARITY)
     sip.setServiceParent(top)
     trunking = Trunking(stack, config, metrics, state, reactor)
     trunking.sip = sip

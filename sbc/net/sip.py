@@ -9,6 +9,7 @@ listener they arrived at, a new connection only when none exists.
 import functools
 import ipaddress
 import itertools
+import math
 
 from twisted.application import service
 from twisted.internet import protocol
@@ -163,8 +164,13 @@ class SIPService(service.Service):
     log = Logger()
 
     def __init__(self, stack, listeners, *, reactor, metrics, limits, tcp,
-                 tls_server=None, tls_client=None):
+                 tls_server=None, tls_client=None, timer_granularity=0.0):
         self.stack = stack
+        # Wake-ups for the stack's timers are rounded up to this (seconds): at
+        # a thousand calls a second the transactions' end timers alone come
+        # due thousands of times a second, each a reactor wake-up of its own
+        # when taken exactly. 0 = exact (what unit tests of timing want).
+        self.timer_granularity = timer_granularity
         self.listeners = listeners
         self.reactor = reactor
         self.metrics = metrics
@@ -348,11 +354,19 @@ class SIPService(service.Service):
 
     # -- timers -----------------------------------------------------------------
     def _arm(self):
-        """Keep one DelayedCall no later than the stack's earliest deadline. A
-        timer already due sooner stays (expire() then re-arms): rescheduling on
-        every message would cost more than an early wake-up."""
+        """Keep one DelayedCall no later than the stack's earliest deadline
+        (rounded up to timer_granularity). A timer already due sooner stays
+        (expire() then re-arms): rescheduling on every message would cost more
+        than an early wake-up."""
         deadline = self.stack.next_deadline()
-        if deadline == self._deadline or deadline is None:
+        if deadline is None:
+            return
+        step = self.timer_granularity
+        if step:
+            later = math.ceil(deadline / step) * step
+            if later > deadline:  # never earlier, whatever the float rounding
+                deadline = later
+        if deadline == self._deadline:
             return
         if self._timer is not None and self._timer.active():
             if self._deadline <= deadline:

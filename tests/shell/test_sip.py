@@ -166,6 +166,26 @@ class StartTest(ServiceCase):
         self.assertEqual(self.metric("sbc_connections_open", transport="tcp"), 0)
 
 
+class GranularityTest(ServiceCase):
+
+    def setUp(self):
+        super().setUp()
+        self.service.timer_granularity = 0.01
+
+    def test_wake_up_rounded_up(self):
+        """With a granularity the stack's timer wakes the reactor at the next 10 ms step after its deadline, never before."""
+        self.reactor.advance(0.0033)
+        self.udp.datagramReceived(request(), CLIENT)  # answered: Timer J runs 64*T1
+        deadline = self.stack.next_deadline()
+        [call] = self.reactor.getDelayedCalls()
+        self.assertAlmostEqual(deadline, 0.0033 + 64 * T1)
+        self.assertAlmostEqual(call.getTime(), 32.01)
+        self.assertGreaterEqual(call.getTime(), deadline)
+        self.reactor.advance(call.getTime() - self.reactor.seconds())
+        self.assertIsNone(self.stack.next_deadline())  # Timer J fired: the transaction is gone
+        self.assertEqual(self.reactor.getDelayedCalls(), [])
+
+
 class DatagramTest(ServiceCase):
 
     def test_options_answered(self):
