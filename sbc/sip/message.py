@@ -378,6 +378,11 @@ class Message:
             if key == "via":
                 cache.pop("vias", None)
 
+    def patch(self, key, value):
+        """Replace the one line of header `key` in an unsplit message's bytes;
+        False (nothing changed) where set() would have to split it."""
+        return self._headers is None and self._raw is not None and self._patch(key, value)
+
     def _patch(self, key, value):
         """Rewrite the one line of header `key` inside the raw bytes of an
         unsplit message: the bytes stay valid, nothing is split or rebuilt

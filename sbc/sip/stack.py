@@ -77,9 +77,19 @@ def stamp_via(request, source):
     rport = via.rport is not None
     if not rport and via.host.strip("[]").lower() == source.host:
         return
+    value = request.get("via")
     via.set_param("received", source.host)
     if rport:
         via.set_param("rport", str(source.port))
+    rest = value.split(",", 1)[1] if "," in value else None
+    line = str(via) if rest is None else f"{via},{rest}"
+    cache = request._cache
+    vias = cache.get("vias")
+    if request.patch("via", line):  # the usual single Via line, rewritten in the bytes
+        cache["via"] = via  # the object just changed is the parsed top Via still
+        if vias is not None:
+            cache["vias"] = vias
+        return
     headers = request.headers
     for i, (key, name, value) in enumerate(headers):
         if key == "via":

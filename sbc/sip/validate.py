@@ -35,15 +35,14 @@ def _check(req, limits):
     defect = req.defect
     if defect is not None:
         return Reject(defect.status, defect.reason)
-    counts = {}
-    for key in req.keys():
-        counts[key] = counts.get(key, 0) + 1
+    keys = req.keys()
     for key in MANDATORY:
-        if key not in counts:
+        if key not in keys:
             return Reject(400, f"Missing {spell(key)} header")
-    for key in SINGLETONS:
-        if counts.get(key, 0) > 1:
-            return Reject(400, f"Duplicate {spell(key)} header")
+    if len(set(keys)) != len(keys):  # something repeated: a singleton?
+        for key in SINGLETONS:
+            if keys.count(key) > 1:
+                return Reject(400, f"Duplicate {spell(key)} header")
     vias = req.vias
     if len(vias) > limits.max_vias:
         return Reject(400, "Too Many Via Headers")
