@@ -4,7 +4,7 @@ from twisted.trial import unittest
 
 from sbc.sip.effects import Drop, Peer, Send
 from sbc.sip.message import Request, parse
-from sbc.sip.stack import UDP_MAX_REQUEST, Stack, reply_to, transport_for
+from sbc.sip.stack import UDP_MAX_REQUEST, Stack, reply_to, stamp_via, transport_for
 from tests.ids import Ids as _Ids
 
 
@@ -83,6 +83,33 @@ def request(size):
         req.add(name, value)
     req.body = b"x" * size
     return req
+
+
+class StampTests(unittest.TestCase):
+
+    def stamped(self, vias):
+        req = parse(b"OPTIONS sip:sbc@10.0.0.1 SIP/2.0\r\n" + vias +
+                    b"From: <sip:a@10.0.0.9>;tag=1\r\nTo: <sip:sbc@10.0.0.1>\r\n"
+                    b"Call-ID: c\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+        top = req.via
+        stamp_via(req, Peer("udp", "192.0.2.7", 40000))
+        self.assertIs(req.via, top)  # the parsed top Via stays the one changed
+        return bytes(req)
+
+    def test_one_line_two_vias(self):
+        """received and rport go into the top Via; the one after it on the same line is kept as it was."""
+        data = self.stamped(b"Via: SIP/2.0/UDP 10.0.0.9:5060;rport;branch=z9hG4bK1, "
+                            b"SIP/2.0/UDP 10.0.0.8;branch=z9hG4bK2\r\n")
+        self.assertIn(b"\r\nVia: SIP/2.0/UDP 10.0.0.9:5060;rport=40000;branch=z9hG4bK1;"
+                      b"received=192.0.2.7, SIP/2.0/UDP 10.0.0.8;branch=z9hG4bK2\r\n", data)
+        self.assertEqual([v.host for v in parse(data).vias], ["10.0.0.9", "10.0.0.8"])
+
+    def test_two_via_lines(self):
+        """With a second Via line only the first line changes."""
+        data = self.stamped(b"Via: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK1\r\n"
+                            b"Via: SIP/2.0/UDP 10.0.0.8;branch=z9hG4bK2\r\n")
+        self.assertIn(b"\r\nVia: SIP/2.0/UDP 10.0.0.9;branch=z9hG4bK1;received=192.0.2.7\r\n"
+                      b"Via: SIP/2.0/UDP 10.0.0.8;branch=z9hG4bK2\r\n", data)
 
 
 class SendTests(unittest.TestCase):
