@@ -286,7 +286,6 @@ def _hostport(host, port):
 
 
 @lru_cache(maxsize=4096)
-@lru_cache(maxsize=1024)
 def gateway_peer(uri_text):
     """Where a gateway URI sends: Peer(transport, host, port). Host must be an
     IP literal here; names are resolved by the shell before routing (RFC 3263)."""

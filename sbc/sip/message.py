@@ -166,7 +166,8 @@ def _value(head, start):
 # Header text (from the CRLF ending the start line) whose every line is a
 # header, name and colon, or the continuation of one: what _split_headers
 # takes without a defect. Anything else is split to find the fault.
-_WELL_FORMED = re.compile(r"(?:\r\n[^:\r\n \t]+[ \t]*:[^\r\n]*(?:\r\n[ \t][^\r\n]*)*)*")
+# Possessive: a failing match gives nothing back (no backtracking to pay for).
+_WELL_FORMED = re.compile(r"(?:\r\n[^:\r\n \t]++[ \t]*+:[^\r\n]*+(?:\r\n[ \t][^\r\n]*+)*+)*+")
 _NAMES = re.compile(r"\r\n([^:\r\n \t]+)[ \t]*:")
 _FOLD = (32, 9)  # SP, HTAB starting a continuation line
 _LONG = {v: k for k, v in COMPACT.items()}
@@ -622,9 +623,9 @@ class Message:
     def compact(self):
         """Keep only the bytes: what was parsed, split or built is dropped and
         parsed again should anyone ask. A message a transaction keeps only to
-        resend (Timers D, J, K, M: 5 to 32 s) then costs the cyclic collector
-        one object instead of dozens, and at a thousand calls a second those
-        dozens were most of the CPU."""
+        resend (Timers D, J, K, M: 5 to 32 s) then holds one tracked object
+        instead of dozens: at a thousand calls a second that is millions fewer
+        for the cyclic collector to walk, and less memory."""
         raw = bytes(self)
         first = raw.find(b"\r\n")
         end = raw.find(b"\r\n\r\n")
