@@ -138,20 +138,23 @@ class Stack:
     def send_request(self, request, dest, now):
         """Send a request we originate: top Via for the transport it really
         leaves on, then a client transaction. Returns (transaction, effects)."""
-        self._add_via(request, dest.transport)
+        branch = self._add_via(request, dest.transport)
         if dest.transport == "udp":
             bigger = transport_for(len(bytes(request)), dest, self.local)
             if bigger is not dest:  # rare: too large for UDP, the Via changes with it
                 request.remove("Via")
-                self._add_via(request, bigger.transport)
+                branch = self._add_via(request, bigger.transport)
                 dest = bigger
-        return self.transactions.send_request(request, dest, now)
+        return self.transactions.send_request(request, dest, now, branch=branch)
 
     def _add_via(self, request, transport):
+        """Our Via on top of `request`; returns its branch."""
         host, port = self.local.get(transport, ("0.0.0.0", 0))
         sent_by = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-        request.add("Via", f"SIP/2.0/{transport.upper()} {sent_by};rport;branch={self.ids.branch()}",
+        branch = self.ids.branch()
+        request.add("Via", f"SIP/2.0/{transport.upper()} {sent_by};rport;branch={branch}",
                     first=True)
+        return branch
 
     def request(self, request, dest, now, user):
         """For the transaction user: send a request, tagging its transaction with `user`."""

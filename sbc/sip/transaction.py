@@ -538,16 +538,19 @@ class Transactions:
             return None
 
     # -- from the TU ---------------------------------------------------------------
-    def send_request(self, request, dest, now):
+    def send_request(self, request, dest, now, branch=None):
         """Start a client transaction for `request` to `dest`: returns
         (transaction, effects).  An ACK (for a 2xx) starts none: (None, effects).
 
         The request must carry its top Via; a branch is added when it has none.
+        `branch`: the top Via's, when the caller just wrote it (saves parsing it).
         """
-        try:
-            branch = request.via.branch
-        except ParseError as e:
-            raise LocalProtocolError(f"request needs a valid top Via: {e.reason}", 500) from None
+        if branch is None:
+            try:
+                branch = request.via.branch
+            except ParseError as e:
+                raise LocalProtocolError(f"request needs a valid top Via: {e.reason}",
+                                         500) from None
         if branch is None:
             branch = self._new_branch()
             _add_branch(request, branch)
