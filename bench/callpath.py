@@ -2,18 +2,21 @@
 datagrams of whole calls, its sends captured.
 
 The service is built as `sbc run` builds it (bench/b2bua.py's config: a PBX
-calling out through a carrier trunk, no media relay), but its UDP listener is a
-stand-in that keeps what is written and the clock is a twisted Clock. A scripted
-UAC and UAS answer what the SBC sends: INVITE (SDP), 100, 180, 200 (SDP), ACK,
-BYE, 200, 14 datagrams through the SBC per call. Only the SBC's side is timed:
-receive() of each datagram, the writes it makes, and the timers that fire as the
-clock is moved on (1 ms per datagram). CDRs are handed to a store that keeps
-them in memory: the SQLite writer runs on its own thread in production.
+calling out through a carrier trunk, no media relay) and its GC tuned the same
+way, but its UDP listener's socket is a stand-in that keeps what is sent and
+the clock is a twisted Clock. A scripted UAC and UAS answer what the SBC sends:
+INVITE (SDP), 100, 180, 200 (SDP), ACK, BYE, 200, 14 datagrams through the SBC
+per call. Only the SBC's side is timed, in CPU time: receive() of each
+datagram, the sends it makes, and the timers that fire as the clock is moved
+on (1 ms per datagram). CDRs are handed to a store that only counts them: the
+SQLite writer runs on its own thread in production.
 
-    python bench/callpath.py [--calls N] [--runs R] [--profile]
+    python bench/callpath.py [--calls N] [--runs R] [--profile] [--once]
 
-prints µs per call (best of --runs runs of N calls) or, with --profile, cProfile's
-top functions for one run.
+prints µs per call (best of --runs runs of N calls); with --profile, cProfile's
+top functions for one run; with --once, nothing (one run of N calls, for an
+instruction count: run it under `valgrind --tool=cachegrind` with two values of
+N and divide the difference).
 """
 
 import argparse
