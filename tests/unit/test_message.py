@@ -527,6 +527,31 @@ class RecordedMessageTests(unittest.TestCase):
         self.assertEqual(again.request_uri.port, 5080)
 
 
+class CompactTests(unittest.TestCase):
+    def test_built_message(self):
+        """A built, split message compacted keeps its bytes and reads the same; a later change still serializes."""
+        resp = make_response(parse(INVITE), 200, to_tag="t9")
+        resp.body = b"v=0\r\n"
+        before = bytes(resp)
+        resp.compact()
+        self.assertEqual(resp._headers, None)  # only the text is kept
+        self.assertEqual(bytes(resp), before)
+        self.assertEqual((resp.to.tag, resp.cseq.seq, resp.via.branch), ("t9", 314159, "z9hG4bKnashds8"))
+        resp.set("To", "Bob <sip:bob@biloxi.example.com>;tag=t10")
+        self.assertEqual(bytes(resp), before.replace(b";tag=t9", b";tag=t10"))
+        self.assertEqual(resp.body, b"v=0\r\n")
+
+    def test_received_message(self):
+        """A parsed request that was split and changed, compacted, is what it would be sent as."""
+        req = parse(INVITE)
+        req.add("Record-Route", "<sip:p1.example.com;lr>")
+        expected = bytes(req)
+        req.compact()
+        self.assertEqual(bytes(req), expected)
+        self.assertEqual([str(r.uri) for r in req.record_routes], ["sip:p1.example.com;lr"])
+        self.assertIsNone(req.defect)
+
+
 class BuiltMessageTests(unittest.TestCase):
     def test_request_from_scratch(self):
         """A Request built from fields serializes to the exact expected bytes."""
