@@ -353,6 +353,7 @@ class CallMetrics:
 
     def __init__(self, registry):
         r = registry
+        self._children = {}  # (metric, labels) -> child; labels bounded by the config
         self.attempts = Counter(
             "sbc_call_attempts_total",
             "B-leg INVITEs sent, by target peer (failover attempts included).",
@@ -409,11 +410,19 @@ class CallMetrics:
         self._live.active, self._live.gateways = active_calls, gateways
         self._live.registrations = registrations
 
+    def _child(self, metric, *labels):
+        """metric.labels(*labels), looked up once: a few calls per call each."""
+        key = (metric, labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
+
     def attempt(self, peer):
-        self.attempts.labels(peer).inc()
+        self._child(self.attempts, peer).inc()
 
     def response(self, peer, status):
-        self.responses.labels(peer, status_label(status)).inc()
+        self._child(self.responses, peer, status_label(status)).inc()
 
     def media_quality(self, trunk, received, lost, jitter):
         self.media_received.labels(trunk).inc(received)
@@ -422,11 +431,11 @@ class CallMetrics:
             self.jitter.labels(trunk).observe(jitter)
 
     def ended(self, trunk, direction, answered, pdd, duration):
-        self.calls.labels(trunk, direction, "yes" if answered else "no").inc()
+        self._child(self.calls, trunk, direction, "yes" if answered else "no").inc()
         if pdd is not None:
-            self.pdd.labels(trunk).observe(pdd)
+            self._child(self.pdd, trunk).observe(pdd)
         if answered:
-            self.duration.labels(trunk).observe(duration)
+            self._child(self.duration, trunk).observe(duration)
 
 
 REGISTRATION_STATES = ("unregistered", "registering", "registered", "failed", "backoff")

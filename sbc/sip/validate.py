@@ -23,6 +23,20 @@ class Reject:
     headers: tuple = ()  # (name, value) to add to the response
 
 
+# Request-URIs and Contact values that passed lately, as ("ruri" | "contact",
+# text). In-dialog requests repeat them call after call (the Request-URI is
+# our own Contact, the Contact the peer's): parsing them again only to check
+# them was a few per cent of a call's CPU. Bounded: cleared when full.
+_PASSED = set()
+_PASSED_MAX = 4096
+
+
+def _passed(kind, text):
+    if len(_PASSED) >= _PASSED_MAX:
+        _PASSED.clear()
+    _PASSED.add((kind, text))
+
+
 def check_request(req, limits):
     """None if `req` is well formed, else the Reject to answer it with."""
     try:
@@ -49,20 +63,31 @@ def _check(req, limits):
     req.from_, req.to, req.cseq, req.max_forwards  # noqa: B018 - parse or raise
     if not req.call_id or " " in req.call_id:
         return Reject(400, "Invalid Call-ID header")
-    for contact in req.contacts:
-        if contact is STAR and (req.method != "REGISTER" or len(req.contacts) > 1):
-            return Reject(400, "Invalid wildcard Contact")
-    try:
-        ruri = req.request_uri
-    except ParseError as e:
-        return Reject(400, f"{e.reason} in Request-URI")
-    if getattr(ruri, "headers", None) is not None:
-        return Reject(400, "Headers in Request-URI")  # never expand them (RFC 4475 §3.1.2.11)
+    lines = req.get_all("contact")
+    if len(lines) != 1 or ("contact", lines[0]) not in _PASSED:
+        contacts = req.contacts
+        for contact in contacts:
+            if contact is STAR and (req.method != "REGISTER" or len(contacts) > 1):
+                return Reject(400, "Invalid wildcard Contact")
+        if len(lines) == 1 and STAR not in contacts:
+            _passed("contact", lines[0])
+    absolute = False
+    uri = req.uri
+    if ("ruri", uri) not in _PASSED:
+        try:
+            ruri = req.request_uri
+        except ParseError as e:
+            return Reject(400, f"{e.reason} in Request-URI")
+        if getattr(ruri, "headers", None) is not None:
+            return Reject(400, "Headers in Request-URI")  # never expand them (RFC 4475 §3.1.2.11)
+        absolute = isinstance(ruri, AbsoluteURI)
+        if not absolute:
+            _passed("ruri", uri)
     if req.cseq.method != req.method:
         if req.method not in METHODS:
             return Reject(501, "Not Implemented")  # RFC 4475 §3.1.2.18 prefers 501
         return Reject(400, "CSeq method does not match Request-Line")
-    if isinstance(ruri, AbsoluteURI):
+    if absolute:
         return Reject(416, "Unsupported URI Scheme")
     return None
 
