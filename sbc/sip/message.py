@@ -259,6 +259,9 @@ def _text_value(text, start):
     return " ".join(p for p in parts if p)
 
 
+_ABSENT = object()  # a cache miss, where None is a value (no such header)
+
+
 def _missing(key):
     return ParseError(f"Missing {spell(key)} header", kind="header")
 
@@ -607,8 +610,14 @@ class Message:
 
     @property
     def max_forwards(self):
-        value = self.get("max-forwards")
-        return None if value is None else h.parse_uint(value, "Max-Forwards", 255)
+        cache = self._cache
+        value = cache.get("max-forwards", _ABSENT)
+        if value is _ABSENT:
+            value = self.get("max-forwards")
+            if value is not None:
+                value = h.parse_uint(value, "Max-Forwards", 255)
+            cache["max-forwards"] = value
+        return value
 
     @property
     def content_type(self):
