@@ -1117,3 +1117,15 @@ class NonLWSTrimTests(unittest.TestCase):
                         " \u2003b"))
         self.assertEqual(msg.get("Subject"), "\u00a0hi\u3000")
         self.assertEqual(msg.get("X-A"), "a \u2003b")
+
+
+class DefectTests(unittest.TestCase):
+    def test_unsplit_and_split_agree(self):
+        """An unsplit message finds the same defect, or none, as splitting its header lines does."""
+        lines = ["A: b", " b", "A b: c", "A: b\r\n c", ": x", "A:", "A :x\r\n\tq", "A: b\r\n",
+                 "A: b\rc", "A: b\nc: d", "A\r\nB: c", "X-Y_z.1!%: v", "\tA: b", "A:b\r\n\r\nC: d"]
+        for line in lines:
+            data = b"OPTIONS sip:a@b SIP/2.0\r\n" + line.encode() + b"\r\nContent-Length: 0\r\n\r\n"
+            unsplit, split = parse(data), parse(data)
+            split.headers  # noqa: B018 - split first: the defect then comes from the lines
+            self.assertEqual(repr(unsplit.defect), repr(split.defect), line)
