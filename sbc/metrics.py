@@ -67,6 +67,38 @@ REJECT_REASONS = frozenset({"per_ip_limit", "total_limit", "banned"})
 TIMEOUT_REASONS = ("idle", "slow_header")
 
 
+class _MessageCounters:
+    """sbc_sip_{requests,responses}_{received,sent}_total as plain ints, rendered
+    when scraped. Counting runs on the reactor thread, as scrapes do, so it
+    needs none of prometheus_client's Counter machinery (three calls and a
+    lock per message, a few per cent of a call's CPU)."""
+
+    FAMILIES = (
+        ("sbc_sip_requests_received", "SIP requests received, by transport and method (other "
+         "for methods outside RFC_METHODS).", "method"),
+        ("sbc_sip_responses_received", "SIP responses received, by transport and status code.",
+         "status"),
+        ("sbc_sip_requests_sent", "SIP requests sent, by transport and method, retransmissions "
+         "included.", "method"),
+        ("sbc_sip_responses_sent", "SIP responses sent, by transport and status code, "
+         "retransmissions included.", "status"),
+    )
+
+    def __init__(self):
+        self.counts = tuple({} for _ in self.FAMILIES)  # (transport, value) -> count
+
+    def describe(self):
+        return [CounterMetricFamily(name, doc, labels=["transport", label])
+                for name, doc, label in self.FAMILIES]
+
+    def collect(self):
+        for (name, doc, label), counts in zip(self.FAMILIES, self.counts):
+            family = CounterMetricFamily(name, doc, labels=["transport", label])
+            for pair, count in sorted(counts.items()):
+                family.add_metric(pair, count)
+            yield family
+
+
 class _TransactionCollector:
     """sbc_sip_transactions_active and _total, read from the table when scraped."""
 
@@ -139,33 +171,12 @@ class Metrics:
         process_*/python_* collectors (which read /proc at scrape time)."""
         self.registry = registry if registry is not None else CollectorRegistry()
         r = self.registry
-        self._children = {}
 
-        self.requests_received = Counter(
-            "sbc_sip_requests_received_total",
-            "SIP requests received, by transport and method (other for "
-            "methods outside RFC_METHODS).",
-            ["transport", "method"],
-            registry=r,
-        )
-        self.responses_received = Counter(
-            "sbc_sip_responses_received_total",
-            "SIP responses received, by transport and status code.",
-            ["transport", "status"],
-            registry=r,
-        )
-        self.requests_sent = Counter(
-            "sbc_sip_requests_sent_total",
-            "SIP requests sent, by transport and method, retransmissions included.",
-            ["transport", "method"],
-            registry=r,
-        )
-        self.responses_sent = Counter(
-            "sbc_sip_responses_sent_total",
-            "SIP responses sent, by transport and status code, retransmissions included.",
-            ["transport", "status"],
-            registry=r,
-        )
+        self._messages = _MessageCounters()
+        r.register(self._messages)
+        (self._requests_received, self._responses_received,
+         self._requests_sent, self._responses_sent) = self._messages.counts
+        self._labels = {}  # (label function, transport, value) -> label pair
         self.parse_errors = Counter(
             "sbc_sip_parse_errors_total",
             "Received SIP messages that could not be parsed, by transport and "
@@ -245,28 +256,28 @@ class Metrics:
 
     # -- record methods: each maps its labels onto a fixed set --
 
-    # Per-message counters: the labelled child is looked up once per label pair
-    # (prometheus_client's labels() is the costly part of counting).
+    # Per-message counters: plain ints (see _MessageCounters), their label
+    # pair worked out once per (transport, method or status) seen.
     def request_received(self, transport, method):
-        self._child(self.requests_received, transport, method, method_label).inc()
+        self._count(self._requests_received, transport, method, method_label)
 
     def response_received(self, transport, status):
-        self._child(self.responses_received, transport, status, status_label).inc()
+        self._count(self._responses_received, transport, status, status_label)
 
     def request_sent(self, transport, method):
-        self._child(self.requests_sent, transport, method, method_label).inc()
+        self._count(self._requests_sent, transport, method, method_label)
 
     def response_sent(self, transport, status):
-        self._child(self.responses_sent, transport, status, status_label).inc()
+        self._count(self._responses_sent, transport, status, status_label)
 
-    def _child(self, metric, transport, value, label):
-        key = (metric, transport, value)
-        child = self._children.get(key)
-        if child is None:
-            child = metric.labels(_one_of(transport, TRANSPORTS), label(value))
-            if len(self._children) < 10_000:  # peer-chosen values: bounded
-                self._children[key] = child
-        return child
+    def _count(self, counts, transport, value, label):
+        key = (label, transport, value)
+        pair = self._labels.get(key)
+        if pair is None:
+            pair = (_one_of(transport, TRANSPORTS), label(value))
+            if len(self._labels) < 10_000:  # peer-chosen values: bounded
+                self._labels[key] = pair
+        counts[pair] = counts.get(pair, 0) + 1
 
     def parse_error(self, transport, reason):
         """Count an unparseable message; `reason` one of PARSE_ERROR_REASONS."""
