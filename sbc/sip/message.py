@@ -638,6 +638,9 @@ class Message:
         resend (Timers D, J, K, M: 5 to 32 s) then holds one tracked object
         instead of dozens: at a thousand calls a second that is millions fewer
         for the cyclic collector to walk, and less memory."""
+        if self._headers is None and self._raw is not None:
+            self._cache = {}  # text and bytes as they came (or were patched)
+            return
         raw = bytes(self)
         first = raw.find(b"\r\n")
         end = raw.find(b"\r\n\r\n")

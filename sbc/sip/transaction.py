@@ -645,13 +645,15 @@ class Transactions:
             txn.compact()
         letters = txn._machine.timers[state]
         timers = txn._timers
-        for letter in [x for x in timers if x not in letters]:
-            del timers[letter]
+        if timers:
+            for letter in [x for x in timers if x not in letters]:
+                del timers[letter]
         immediate = None
+        reliable = txn.peer.reliable
         for letter in letters:
             if letter in timers:
                 continue  # runs on from the previous state (E and F in Proceeding)
-            delay = self.timers.duration(letter, txn.peer.reliable)
+            delay = self.timers.duration(letter, reliable)
             if delay is None:
                 continue  # no retransmissions over a reliable transport
             if letter in RETRANSMISSION:
