@@ -69,6 +69,9 @@ INVITE = (
     "X-Internal-Secret: 42\r\n"
     "Content-Type: application/sdp\r\n"
     "Content-Length: 4\r\n\r\nv=0\n")
+# The PBX's CANCEL of INVITE (RFC 3261 §9.1: same Request-URI, Via, Call-ID, CSeq number).
+CANCEL = (INVITE.split("Content-Type")[0].replace("INVITE sip", "CANCEL sip")
+          .replace("20 INVITE", "20 CANCEL") + "Content-Length: 0\r\n\r\n").encode()
 
 
 class Case(unittest.TestCase):
@@ -232,9 +235,7 @@ class CancelTests(Case):
         """CANCEL from the PBX: 200 and 487 to it, CANCEL to the carrier; its 487 ends the call."""
         _, _, b = self.start()
         self.feed(self.answer(b, 180), GW1)
-        cancel = INVITE.split("Content-Type")[0].replace("INVITE sip", "CANCEL sip").replace(
-            "20 INVITE", "20 CANCEL") + "Content-Length: 0\r\n\r\n"
-        out = self.feed(cancel.encode(), PBX)
+        out = self.feed(CANCEL, PBX)
         self.assertEqual(sorted(m.status for m in self.sends(out, PBX)), [200, 487])
         [b_cancel] = self.sends(out, GW1)
         self.assertEqual((b_cancel.method, b_cancel.via.branch), ("CANCEL", b.via.branch))
@@ -246,9 +247,7 @@ class CancelTests(Case):
         """A CANCEL after the carrier's 100 Trying (no ringing yet) is passed on at once."""
         _, _, b = self.start()
         self.feed(self.answer(b, 100), GW1)
-        cancel = INVITE.split("Content-Type")[0].replace("INVITE sip", "CANCEL sip").replace(
-            "20 INVITE", "20 CANCEL") + "Content-Length: 0\r\n\r\n"
-        out = self.feed(cancel.encode(), PBX)
+        out = self.feed(CANCEL, PBX)
         self.assertEqual([m.method for m in self.sends(out, GW1)], ["CANCEL"])
 
     def test_no_answer_after_100_cancels_the_carrier(self):
@@ -263,9 +262,7 @@ class CancelTests(Case):
         """A 200 that crosses our CANCEL is ACKed and immediately ended with BYE."""
         _, _, b = self.start()
         self.feed(self.answer(b, 180), GW1)
-        cancel = INVITE.split("Content-Type")[0].replace("INVITE sip", "CANCEL sip").replace(
-            "20 INVITE", "20 CANCEL") + "Content-Length: 0\r\n\r\n"
-        self.feed(cancel.encode(), PBX)
+        self.feed(CANCEL, PBX)
         out = self.feed(self.answer(b, 200), GW1)
         self.assertEqual([m.method for m in self.sends(out, GW1)], ["ACK", "BYE"])
         self.assertEqual(self.sends(out, PBX), [])
