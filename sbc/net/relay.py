@@ -334,22 +334,28 @@ class End:
             pt = other.pt_map.get(data[1] & 0x7F)
             if pt is not None:
                 data = b"%c%c" % (data[0], (data[1] & 0x80) | pt) + data[2:]
-        if other.transform_out is not identity:
-            data = other.transform_out(data)
+        # connected to the target when there is a socket for it
+        other._send(data, other.transform_out, other._fd, other._rtp_sendto, target)
+
+    def _send(self, data, transform, fd, sendto, target):
+        """A packet out to this end's party: through `transform` (SRTP), then on
+        the connected `fd` if any, else `sendto` `target`; counted. read_peer
+        does the same written out, for the common RTP packet."""
+        if transform is not identity:
+            data = transform(data)
             if data is None:
-                other.transform_drops += 1
+                self.transform_drops += 1
                 return
-        fd = other._fd  # connected to target when there is one
         try:
             if fd is not None:
                 _write(fd, data)
             else:
-                other._rtp_sendto(data, target)
+                sendto(data, target)
         except OSError:
-            other.send_errors += 1
+            self.send_errors += 1
             return
-        other.packets_out += 1
-        other.bytes_out += len(data)
+        self.packets_out += 1
+        self.bytes_out += len(data)
 
     def read_rtcp(self, now):
         """A datagram on the RTCP port."""
@@ -386,18 +392,7 @@ class End:
         if target is None or sendto is None:
             self.unsent += 1
             return
-        if other.transform_out_rtcp is not identity:
-            data = other.transform_out_rtcp(data)
-            if data is None:
-                other.transform_drops += 1
-                return
-        try:
-            sendto(data, target)
-        except OSError:
-            other.send_errors += 1
-            return
-        other.packets_out += 1
-        other.bytes_out += len(data)
+        other._send(data, other.transform_out_rtcp, None, sendto, target)
 
     def _follow(self, now):
         """Keep _peer_sock connected to the latched party, if any: after the latch
