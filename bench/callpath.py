@@ -70,6 +70,13 @@ def field(data, name):
     return m.group(1).decode()
 
 
+def message(lines, body):
+    """Header lines, Content-Type for a body, Content-Length, the body: bytes."""
+    if body:
+        lines = lines + ["Content-Type: application/sdp"]
+    return (CRLF.join(lines + [f"Content-Length: {len(body)}"]) + CRLF + CRLF + body).encode()
+
+
 def response(request, status, reason, to_tag, ip, sdp=False):
     """A UA's response to `request`, echoing its Via, From, To, Call-ID and CSeq."""
     vias = re.findall(rb"\r\nVia: ([^\r]*)", request, re.I)
@@ -79,10 +86,7 @@ def response(request, status, reason, to_tag, ip, sdp=False):
         f"To: {field(request, b'To')}" + (f";tag={to_tag}" if to_tag else ""),
         f"Call-ID: {field(request, b'Call-ID')}", f"CSeq: {field(request, b'CSeq')}",
         f"Contact: <sip:ua@{ip}:5060>"]
-    if sdp:
-        lines.append("Content-Type: application/sdp")
-    lines.append(f"Content-Length: {len(body)}")
-    return (CRLF.join(lines) + CRLF + CRLF + body).encode()
+    return message(lines, body)
 
 
 def uac_request(method, n, cseq, to_tag=None, branch="b0"):
@@ -94,10 +98,7 @@ def uac_request(method, n, cseq, to_tag=None, branch="b0"):
              f"To: <sip:5551234567@{SBC_IP}>" + (f";tag={to_tag}" if to_tag else ""),
              f"Call-ID: call-{n}@{UAC[0]}", f"CSeq: {cseq} {method}",
              f"Contact: <sip:5551000001@{UAC[0]}:{UAC[1]}>"]
-    if body:
-        lines.append("Content-Type: application/sdp")
-    lines.append(f"Content-Length: {len(body)}")
-    return (CRLF.join(lines) + CRLF + CRLF + body).encode()
+    return message(lines, body)
 
 
 class Bench:
