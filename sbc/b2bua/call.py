@@ -12,7 +12,6 @@ and return effects; it sends through the stack (`stack.request`,
 `stack.respond`) so that transactions stay the stack's business.
 """
 
-import ipaddress
 import re
 from dataclasses import dataclass
 from functools import lru_cache
@@ -21,7 +20,7 @@ from itertools import count
 
 from ..errors import LocalProtocolError, ParseError
 from ..sip import headers as h
-from ..sip.effects import Peer, Send
+from ..sip.effects import Peer, Send, ip_literal
 from ..sip.digest import apply_credentials
 from .media import Command, MediaReject
 from .rules import Context, privacy
@@ -170,15 +169,6 @@ def _clone(msg):
     copy.headers = list(msg.headers)
     copy.body = msg.body
     return copy
-
-
-@lru_cache(maxsize=1024)  # hosts are the gateways' and registered contacts': few
-def _numeric(host):
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 class Leg:
@@ -450,7 +440,7 @@ class Calls:
             dest = dest or gateway_peer(target.gateway.uri)
         except ParseError:
             return self._next_target(call, now)
-        if not _numeric(dest.host):
+        if not ip_literal(dest.host):
             return [Resolve(target.gateway.uri, _Resolution(self, call, target))]
         return self._attempt(call, target, dest, now)
 

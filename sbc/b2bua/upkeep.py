@@ -7,10 +7,9 @@ through the stack (each transaction's `user` points back here) and tells
 the router which gateways are up.
 """
 
-import ipaddress
 
 from ..routing.health import GatewayDown, GatewayUp, Health, Probe
-from ..sip.effects import Peer
+from ..sip.effects import Peer, ip_literal
 from ..sip.registration import Registration
 from ..sip.timers import soonest
 from .call import Resolve, gateway_peer
@@ -124,9 +123,7 @@ class Upkeep:
                 continue
             owner = _Owner(self, machine, request)
             dest = gateway_peer(effect.target)
-            try:
-                ipaddress.ip_address(dest.host)
-            except ValueError:
+            if not ip_literal(dest.host):
                 out.append(Resolve(effect.target, owner))
                 continue
             out += self._request(owner, (dest.transport, dest.host, dest.port), now)

@@ -6,7 +6,6 @@ responses over the connection the request came on, datagrams from the
 listener they arrived at, a new connection only when none exists.
 """
 
-import functools
 import ipaddress
 import itertools
 import math
@@ -16,22 +15,13 @@ from twisted.internet import protocol
 from twisted.logger import Logger
 
 from ..errors import ParseError
-from ..sip.effects import Drop, Peer, Send
+from ..sip.effects import Drop, Peer, Send, ip_literal
 from ..sip.framing import PING, PONG, StreamFramer
 from ..sip.message import Request, parse
 from .tls import HandshakeTracking, is_handshake_failure, peer_names
 
 _ids = itertools.count(1)
 UDP_MAX = 65507  # the largest UDP payload over IPv4
-
-
-@functools.lru_cache(maxsize=4096)
-def _ip_literal(host):
-    try:
-        ipaddress.ip_address(host.partition("%")[0])  # fe80::1%eth0 is an address too
-    except ValueError:
-        return False
-    return True
 
 
 def _host(host):
@@ -54,7 +44,7 @@ class SIPDatagramProtocol(protocol.DatagramProtocol):
         an IP literal, several times per datagram. Ours are (peers are
         resolved first, replies go to source addresses); a name is refused
         here, once per name, never resolved on the reactor. False if not sent."""
-        if not _ip_literal(addr[0]):
+        if not ip_literal(addr[0]):
             return False
         try:
             self.transport.socket.sendto(data, addr)

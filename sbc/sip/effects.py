@@ -4,7 +4,20 @@
 asks the shell to do.
 """
 
+import ipaddress
 from dataclasses import dataclass
+from functools import lru_cache
+
+
+@lru_cache(maxsize=4096)  # hosts are gateways', contacts' and sources': few, asked per message
+def ip_literal(host):
+    """Whether a Peer's `host` is an IPv4 or IPv6 address (a zone id allowed),
+    not a name that would have to be resolved first (RFC 3263)."""
+    try:
+        ipaddress.ip_address(host.partition("%")[0])
+    except ValueError:
+        return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

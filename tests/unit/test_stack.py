@@ -2,7 +2,7 @@
 
 from twisted.trial import unittest
 
-from sbc.sip.effects import Drop, Peer, Send
+from sbc.sip.effects import Drop, Peer, Send, ip_literal
 from sbc.sip.message import Request, parse
 from sbc.sip.stack import UDP_MAX_REQUEST, Stack, reply_to, stamp_via, transport_for
 from tests.ids import Ids as _Ids
@@ -135,3 +135,13 @@ class SendTests(unittest.TestCase):
         """Without a TCP listener there is no TCP sent-by to offer: the request stays on UDP."""
         del self.stack.local["tcp"]
         self.assertEqual(transport_for(5000, self.dest, self.stack.local), self.dest)
+
+
+class IpLiteralTests(unittest.TestCase):
+
+    def test_addresses_and_names(self):
+        """IPv4, IPv6 and scoped IPv6 addresses are literals; names and bracketed forms are not."""
+        for host in ("192.0.2.1", "::1", "2001:db8::5", "fe80::1%eth0"):
+            self.assertTrue(ip_literal(host), host)
+        for host in ("gw.example.com", "[::1]", "192.0.2.256", ""):
+            self.assertFalse(ip_literal(host), host)
