@@ -79,9 +79,9 @@ def migrate(db, path):
             raise
 
 
-def connect_writer(path, synchronous="FULL"):
-    """A WAL connection with the schema up to date; FULL: every commit fsynced,
-    NORMAL: commits fsynced at checkpoints."""
+def connect_writer(path, fsync_commits=True):
+    """A WAL connection with the schema up to date: every commit fsynced
+    (synchronous=FULL), or only at checkpoints (NORMAL)."""
     if not os.path.exists(path):
         # Phone numbers are personal data: not world-readable. SQLite gives the
         # -wal and -shm files the same mode.
@@ -94,7 +94,7 @@ def connect_writer(path, synchronous="FULL"):
         mode = db.execute("PRAGMA journal_mode = WAL").fetchone()[0]
         if mode.lower() != "wal":
             raise ConfigError(f"cannot use the WAL journal (got {mode!r})", file=path)
-        db.execute(f"PRAGMA synchronous = {'NORMAL' if synchronous == 'NORMAL' else 'FULL'}")
+        db.execute(f"PRAGMA synchronous = {'FULL' if fsync_commits else 'NORMAL'}")
         migrate(db, path)
     except BaseException:
         db.close()
@@ -178,7 +178,7 @@ class CDRStore:
         self.failures = 0
         self.lost = 0
         self._reactor = reactor
-        self._db = connect_writer(path, "NORMAL" if sync_interval else "FULL")
+        self._db = connect_writer(path, fsync_commits=not sync_interval)
         self._pool = ThreadPool(minthreads=1, maxthreads=1, name="sbc-cdr")
         self._pool.start()
         self.syncs = 0          # checkpoints done (sync_interval > 0)

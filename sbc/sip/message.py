@@ -367,7 +367,7 @@ class Message:
         """Replace every `name` header by one with `value` (at the first one's place)."""
         key = _KEYS.get(name) or header_key(name)
         value = value if type(value) is str else str(value)
-        if self._headers is None and self._raw is not None and self._patch(key, value):
+        if self.patch(key, value):
             return
         headers = self.headers
         keys = [item[0] for item in headers]
