@@ -33,19 +33,23 @@ def install(stack, config, secret, random_bytes, clock, rng):
     calls = stack.calls
     guard = Guard(config, calls.router.identify, secret, random_bytes)
     guard.dialogs = calls.dialogs
-    calls.router.registered = lambda peer: guard.contacts(peer, clock())
     stack.guard = guard
     stack.timed.append(guard)
-    calls.admission = Admission(limits_of(config))
-    calls.overload = overload_of(config, rng)
+    calls.admission = Admission()
+    _limit(calls, guard, config, clock, rng)
     return guard
 
 
 def reconfigure(stack, config, clock, rng):
     """A reloaded config (the router already replaced); effects to carry out."""
-    calls = stack.calls
-    guard = stack.guard
+    calls, guard = stack.calls, stack.guard
+    _limit(calls, guard, config, clock, rng)
+    return guard.configure(config, calls.router.identify, clock())
+
+
+def _limit(calls, guard, config, clock, rng):
+    """What the B2BUA takes from `config` at start and at each reload: where
+    registered PBXs are (for the router), call limits, overload protection."""
     calls.router.registered = lambda peer: guard.contacts(peer, clock())
     calls.admission.configure(limits_of(config))
     calls.overload = overload_of(config, rng)
-    return guard.configure(config, calls.router.identify, clock())
