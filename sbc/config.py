@@ -290,6 +290,7 @@ class Admission:
 @dataclass(frozen=True, slots=True)
 class CDRs:
     sync_interval: float = 1.0  # seconds between flushes to disk; 0 = at every commit
+    batch_interval: float = 0.02  # seconds at least between two write transactions
 
 
 @dataclass(frozen=True, slots=True)
@@ -354,7 +355,7 @@ SCHEMA = {
               "public_address", "port_min", "port_max",
               "inactivity_timeout", "latch_window"),
     "dns": ("servers",),
-    "cdr": ("sync_interval",),
+    "cdr": ("sync_interval", "batch_interval"),
     "sbc": ("state_dir", "log_level", "server_header"),
     "listen": ("transport", "address", "port", "public_address"),
     "tls": ("cert", "key", "ca", "verify_peer", "min_version"),
@@ -997,7 +998,10 @@ class _Reader:
     def cdr(self, doc):
         path = ("cdr",)
         t = self.table(doc, path, "cdr")
-        return CDRs(self.non_negative(t, path, "sync_interval", CDRs().sync_interval))
+        batch = t.get("batch_interval", CDRs().batch_interval)
+        if not _is_number(batch) or not 0 <= batch <= 1:  # longer risks more records on a crash
+            self.fail(path + ("batch_interval",), f"must be a number from 0 to 1, got {_show(batch)}")
+        return CDRs(self.non_negative(t, path, "sync_interval", CDRs().sync_interval), batch)
 
     def metrics(self, doc):
         path = ("metrics",)

@@ -123,7 +123,7 @@ class Trunking(service.Service):
         self.state = state
         self.reactor = reactor
         self.store = None
-        self.sync_interval = config.cdr.sync_interval
+        self.cdr_config = config.cdr
         self.sip = None  # the SIPService that carries out effects
         self.recorder = Recorder(metrics, debug=config.log_level == "debug")
         # Only look for servers on transports we can send on (RFC 3263 §4.1).
@@ -235,7 +235,8 @@ class Trunking(service.Service):
         # Started after the listeners bound: a failed start leaves no writer thread.
         super().startService()
         self.store = self.recorder.store = CDRStore.in_state_dir(
-            self.state, self.reactor, sync_interval=self.sync_interval)
+            self.state, self.reactor, sync_interval=self.cdr_config.sync_interval,
+            batch_interval=self.cdr_config.batch_interval)
         if self.ng is not None:
             self.ng.start()
         self.stack.calls.router.cert_names = self.sip.cert_names

@@ -170,7 +170,7 @@ class CDRStore:
     metrics.
     """
 
-    def __init__(self, path, reactor=None, sync_interval=0.0):
+    def __init__(self, path, reactor=None, sync_interval=0.0, batch_interval=0.0):
         if reactor is None:
             from twisted.internet import reactor
         self.path = path
@@ -193,11 +193,18 @@ class CDRStore:
         self._queue = []      # (cdr, Deferred) waiting for the next batch
         self._busy = False    # a batch is on the writer thread
         self.batches = 0      # transactions written (fewer than records under load)
+        # At most one batch per batch_interval: each batch is a round trip to
+        # the writer thread (two wake-ups, a GIL hand-over) that a busy SBC
+        # would otherwise pay for nearly every call. _due: the next one's timer.
+        self._interval = batch_interval
+        self._last = float("-inf")  # when the last batch left
+        self._due = None
         self._sql = f"INSERT INTO cdr ({_COLUMN_LIST}) VALUES ({', '.join('?' * len(COLUMNS))})"
 
     @classmethod
-    def in_state_dir(cls, state_dir, reactor=None, sync_interval=0.0):
-        return cls(path_in(state_dir), reactor=reactor, sync_interval=sync_interval)
+    def in_state_dir(cls, state_dir, reactor=None, sync_interval=0.0, batch_interval=0.0):
+        return cls(path_in(state_dir), reactor=reactor, sync_interval=sync_interval,
+                   batch_interval=batch_interval)
 
     def _sync(self):
         """Every sync_interval: a checkpoint on the writer thread, after the
@@ -218,22 +225,37 @@ class CDRStore:
     def write(self, cdr):
         """Queue one record; the Deferred fires True once it is on disk, False if lost.
 
-        It never errbacks. Records queued while a batch is being written go to
-        disk together in the next one: one transaction and one fsync for many
-        calls (group commit), so a busy SBC does not pay a disk flush per call.
-        A failed batch is retried row by row, each row once more on failure.
+        It never errbacks. Records queued while a batch is being written, or
+        less than batch_interval after the last one left, go to disk together
+        in the next one: one transaction and one fsync for many calls (group
+        commit), so a busy SBC does not pay a disk flush per call. A failed
+        batch is retried row by row, each row once more on failure.
         """
         if self._closing is not None:
             return defer.succeed(self._lose(cdr, "the store is closed"))
         d = defer.Deferred()
         self._queue.append((cdr, d))
-        if not self._busy:
-            self._flush()
+        if not self._busy and self._due is None:
+            self._schedule()
         return d
+
+    def _schedule(self):
+        """The queue's batch now, or once batch_interval has passed since the last."""
+        wait = self._last + self._interval - self._reactor.seconds()
+        if wait <= 0 or self._closing is not None:
+            self._flush()
+        else:
+            self._due = self._reactor.callLater(wait, self._on_due)
+
+    def _on_due(self):
+        self._due = None
+        if not self._busy and self._queue:
+            self._flush()
 
     def _flush(self):
         batch, self._queue = self._queue, []
         self._busy = True
+        self._last = self._reactor.seconds()
         self.batches += 1
         rows = [cdr.to_row() for cdr, _ in batch]
         d = threads.deferToThreadPool(self._reactor, self._pool, self._insert_batch, rows)
@@ -254,7 +276,7 @@ class CDRStore:
     def _next(self):
         self._busy = False
         if self._queue:
-            self._flush()
+            self._schedule()
         elif self._closing is not None and self._closing is not True and not self._close_sent:
             self._close_db()
 
@@ -328,8 +350,14 @@ class CDRStore:
             self._syncing.stop()
         if self._closing is None:
             self._closing = [waiter]
-            if not self._busy:
-                self._close_db()
+            if self._due is not None:  # what waits for its batch goes now
+                self._due.cancel()
+                self._due = None
+            if not self._busy:  # else _next() goes on
+                if self._queue:
+                    self._flush()
+                else:
+                    self._close_db()
         elif self._closing is True:
             waiter.callback(None)
         else:

@@ -166,6 +166,27 @@ class WriteTests(StoreCase):
         self.assertEqual(len(self.fresh_rows()), 20)
 
     @defer.inlineCallbacks
+    def test_batch_interval(self):
+        """A record ending within batch_interval of the last batch waits for the next one; close() sends it at once."""
+        store = CDRStore(self.path, reactor=reactor, batch_interval=3600)
+        yield store.write(record(0))  # the first batch leaves at once
+        later = store.write(record(1))
+        self.assertFalse(later.called)
+        self.assertEqual(len(self.fresh_rows()), 1)
+        yield store.close()
+        self.assertIs(later.result, True)
+        self.assertEqual((len(self.fresh_rows()), store.batches), (2, 2))
+
+    @defer.inlineCallbacks
+    def test_batch_interval_elapses(self):
+        """Records queued within batch_interval go to disk together once it has passed."""
+        store = self.open(batch_interval=0.05)
+        yield store.write(record(0))
+        results = yield defer.gatherResults([store.write(record(n)) for n in range(1, 10)])
+        self.assertEqual(results, [True] * 9)
+        self.assertEqual((len(self.fresh_rows()), store.batches), (10, 2))
+
+    @defer.inlineCallbacks
     def test_write_after_close(self):
         """A write after close() is refused, counted as lost and logged with the record."""
         events = self.capture_log()

@@ -277,6 +277,15 @@ class RangeTests(ErrorCase):
         self.assertError(UDP + "[cdr]\nsync_interval = -1\n",
                          "sbc.toml:5: cdr.sync_interval: must be a number >= 0 (0 = off), got -1")
 
+    def test_cdr_batch_interval(self):
+        """[cdr] batch_interval defaults to 20 ms and may be 0 to 1 s."""
+        self.assertEqual(loads(UDP).cdr.batch_interval, 0.02)
+        self.assertEqual(loads(UDP + "[cdr]\nbatch_interval = 0\n").cdr.batch_interval, 0)
+        for bad in ("-0.1", "1.5", '"fast"'):
+            self.assertError(UDP + f"[cdr]\nbatch_interval = {bad}\n",
+                             f"sbc.toml:5: cdr.batch_interval: must be a number from 0 to 1, "
+                             f"got {bad}")
+
     def test_timer_not_finite(self):
         """inf and nan are not usable durations."""
         self.assertError(UDP + "[sip.timers]\nt2 = inf\n",
