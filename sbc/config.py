@@ -83,6 +83,11 @@ class Timers:
 
 
 @dataclass(frozen=True, slots=True)
+class UDP:
+    receive_buffer: int = 4 * 1024 * 1024  # bytes asked of the kernel per socket; 0 = its default
+
+
+@dataclass(frozen=True, slots=True)
 class TCP:
     idle_timeout: float = 300
     header_timeout: float = 10
@@ -310,6 +315,7 @@ class Config:
     timers: Timers = Timers()
     limits: Limits = Limits()
     tcp: TCP = TCP()
+    udp: UDP = UDP()
     peers: tuple[Peer, ...] = ()  # the main file's, then each included file's
     tables: tuple[Table, ...] = ()
     b2bua: B2BUA = B2BUA()
@@ -343,7 +349,7 @@ def table_named(config, name):
 # Table -> its keys; "listen", "peer", "table" (and the dotted arrays under
 # them) are arrays of tables. docs/config.md lists them all.
 SCHEMA = {
-    "": ("include", "sbc", "listen", "tls", "metrics", "sip", "tcp", "b2bua", "dns", "cdr",
+    "": ("include", "sbc", "listen", "tls", "metrics", "sip", "tcp", "udp", "b2bua", "dns", "cdr",
          "media", "admission", "peer", "table"),
     "admission": ("unknown", "allow", "scanners", "realm", "digest_algorithms", "nonce_ttl",
                   "min_expires",
@@ -366,6 +372,7 @@ SCHEMA = {
                    "max_vias", "max_body_size"),
     "tcp": ("idle_timeout", "header_timeout", "max_connections",
             "max_connections_per_ip"),
+    "udp": ("receive_buffer",),
     "b2bua": ("failover_codes", "failover_after_early_media", "max_call_duration",
               "session_expires", "min_se", "header_allow"),
     "peer": ("name", "kind", "sources", "table", "gateways", "auth", "register",
@@ -762,7 +769,7 @@ class _Reader:
             path=self.path, state_dir=state_dir, log_level=log_level,
             server_header=server_header, listeners=listeners, tls=self.tls(doc),
             metrics=metrics, timers=self.timers(doc), limits=self.limits(doc),
-            tcp=self.tcp(doc), b2bua=self.b2bua(doc), dns=self.dns(doc), cdr=self.cdr(doc),
+            tcp=self.tcp(doc), udp=self.udp(doc), b2bua=self.b2bua(doc), dns=self.dns(doc), cdr=self.cdr(doc),
             media=self.media(doc), admission=self.admission(doc))
         self._verify_peer = config.tls.verify_peer
         peers = self.peers(peers)
@@ -1058,6 +1065,11 @@ class _Reader:
             idle_timeout=self.positive(t, path, "idle_timeout", d.idle_timeout),
             header_timeout=self.positive(t, path, "header_timeout", d.header_timeout),
             max_connections=connections, max_connections_per_ip=per_ip)
+
+    def udp(self, doc):
+        path = ("udp",)
+        t = self.table(doc, path, "udp")
+        return UDP(self.integer(t, path, "receive_buffer", UDP().receive_buffer, 0, 1 << 30))
 
     def b2bua(self, doc):
         path = ("b2bua",)

@@ -125,6 +125,36 @@ class _TransactionCollector:
         return [gauge, counter]
 
 
+class _UDPCollector:
+    """sbc_sip_udp_receive_buffer_bytes and _drops_total, read from the
+    sockets when scraped (the kernel counts the drops)."""
+
+    def __init__(self):
+        self.buffers = lambda: []
+
+    def describe(self):
+        return self._families([])
+
+    def collect(self):
+        return self._families(self.buffers())
+
+    @staticmethod
+    def _families(buffers):
+        size = GaugeMetricFamily(
+            "sbc_sip_udp_receive_buffer_bytes",
+            "Receive buffer of each UDP listener, as the kernel granted it.",
+            labels=["address"])
+        drops = CounterMetricFamily(
+            "sbc_sip_udp_receive_drops",
+            "Datagrams the kernel dropped at a UDP listener because its receive buffer was full.",
+            labels=["address"])
+        for address, granted, dropped in buffers:
+            size.add_metric([address], granted)
+            if dropped is not None:
+                drops.add_metric([address], dropped)
+        return [size, drops]
+
+
 def method_label(method):
     """`method` if it is one of RFC_METHODS, else "other"."""
     return method if method in RFC_METHODS else "other"
@@ -194,6 +224,8 @@ class Metrics:
         # Read from the transaction table at scrape time: no per-message cost.
         self._transactions = _TransactionCollector()
         r.register(self._transactions)
+        self._udp = _UDPCollector()
+        r.register(self._udp)
         self.tls_handshake_failures = Counter(
             "sbc_tls_handshake_failures_total",
             "TLS connections whose handshake failed, by direction (inbound "
@@ -288,6 +320,10 @@ class Metrics:
     def drop(self, transport, reason):
         """Count a message discarded silently; `reason` one of DROP_REASONS."""
         self.dropped.labels(_one_of(transport, TRANSPORTS), _one_of(reason, DROP_REASONS)).inc()
+
+    def track_udp(self, buffers):
+        """Export UDP receive buffers from a callable returning [(address, bytes, drops)]."""
+        self._udp.buffers = buffers
 
     def track_transactions(self, active, created):
         """Export transaction counts from two callables returning {kind: n}."""

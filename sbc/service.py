@@ -291,7 +291,9 @@ def make_service(config: cfg.Config, reactor, environ=None, metrics=None):
     top = service.MultiService()
     sip = SIPService(stack, config.listeners, reactor=reactor, metrics=metrics,
                      limits=stack.limits, tcp=config.tcp, tls_server=tls_server,
-                     tls_client=tls_client, timer_granularity=TIMER_GRANULARITY)
+                     tls_client=tls_client, timer_granularity=TIMER_GRANULARITY,
+                     receive_buffer=config.udp.receive_buffer)
+    metrics.track_udp(sip.udp_buffers)
     sip.setServiceParent(top)
     trunking = Trunking(stack, config, metrics, state, reactor)
     trunking.sip = sip

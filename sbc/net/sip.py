@@ -18,6 +18,7 @@ from ..errors import ParseError
 from ..sip.effects import Drop, Peer, Send, ip_literal
 from ..sip.framing import PING, PONG, StreamFramer
 from ..sip.message import Request, parse
+from . import rcvbuf
 from .tls import HandshakeTracking, is_handshake_failure, peer_names
 
 _ids = itertools.count(1)
@@ -154,8 +155,9 @@ class SIPService(service.Service):
     log = Logger()
 
     def __init__(self, stack, listeners, *, reactor, metrics, limits, tcp,
-                 tls_server=None, tls_client=None, timer_granularity=0.0):
+                 tls_server=None, tls_client=None, timer_granularity=0.0, receive_buffer=0):
         self.stack = stack
+        self.receive_buffer = receive_buffer  # bytes asked for each UDP socket; 0 = the kernel's
         # Wake-ups for the stack's timers are rounded up to this (seconds): at
         # a thousand calls a second the transactions' end timers alone come
         # due thousands of times a second, each a reactor wake-up of its own
@@ -187,6 +189,7 @@ class SIPService(service.Service):
                 proto = SIPDatagramProtocol(self, family, lst.address == "::")
                 self.udp.append(proto)
                 port = r.listenUDP(lst.port, proto, interface=lst.address, maxPacketSize=65535)
+                self._size_buffer(port)
             elif lst.transport == "tcp":
                 port = r.listenTCP(lst.port, SIPStreamFactory(self, "tcp"), interface=lst.address)
             else:
@@ -206,6 +209,32 @@ class SIPService(service.Service):
         for conn in list(self.conns.values()):
             conn.transport.abortConnection()
         return _all([port.stopListening() for port in self.ports])
+
+    def _size_buffer(self, port):
+        wanted = self.receive_buffer
+        if not wanted:
+            return
+        got = rcvbuf.size(port.socket, wanted)
+        if got < wanted:
+            host = port.getHost()
+            self.log.warn("udp {address}:{port}: receive buffer of {got} bytes, not the "
+                          "{wanted} of [udp] receive_buffer: the kernel allows no more "
+                          "(sysctl net.core.rmem_max; see docs/systemd.md)",
+                          address=host.host, port=host.port, got=got, wanted=wanted)
+
+    def udp_buffers(self):
+        """[(address, bytes, drops)] of each UDP listener: its receive buffer and
+        the datagrams the kernel dropped because it was full (None: unknown)."""
+        out = []
+        for proto in self.udp:
+            transport = proto.transport
+            sock = getattr(transport, "socket", None)  # gone once the port stopped
+            if sock is None:
+                continue
+            host = transport.getHost()
+            address = f"[{host.host}]:{host.port}" if ":" in host.host else f"{host.host}:{host.port}"
+            out.append((address, rcvbuf.granted(sock), rcvbuf.drops(sock)))
+        return out
 
     def cert_names(self, conn_id):
         """Names of the certificate the peer on connection `conn_id` presented."""

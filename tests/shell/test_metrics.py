@@ -24,6 +24,8 @@ EXPECTED = {
     "sbc_sip_responses_sent_total": ("counter", {"transport", "status"}),
     "sbc_sip_parse_errors_total": ("counter", {"transport", "reason"}),
     "sbc_sip_dropped_total": ("counter", {"transport", "reason"}),
+    "sbc_sip_udp_receive_buffer_bytes": ("gauge", {"address"}),
+    "sbc_sip_udp_receive_drops_total": ("counter", {"address"}),
     "sbc_sip_transactions_active": ("gauge", {"kind"}),
     "sbc_sip_transactions_total": ("counter", {"kind"}),
     "sbc_tls_handshake_failures_total": ("counter", {"direction"}),
@@ -147,6 +149,7 @@ class DefinitionTests(unittest.TestCase):
         m.security.refusals.labels("carrier", "out", "cps").inc()
         m.calls.track(lambda: [("carrier", "outbound")], lambda: [("carrier", "sip:gw", True)],
                       lambda: [("carrier", "registered")])
+        m.track_udp(lambda: [("127.0.0.1:5060", 4194304, 0)])
         for name, (kind, labels) in EXPECTED.items():
             found = list(samples(m, name + "_count" if kind == "histogram" else name))
             self.assertTrue(found, name)

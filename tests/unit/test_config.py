@@ -129,6 +129,14 @@ class DefaultsTests(unittest.TestCase):
 
 
 class ShippedFilesTests(unittest.TestCase):
+    def test_sysctl_allows_default_receive_buffer(self):
+        """systemd/sbc.sysctl.conf lets the kernel grant the default [udp] receive_buffer."""
+        lines = (ROOT / "systemd" / "sbc.sysctl.conf").read_text().splitlines()
+        settings = dict(line.replace(" ", "").split("=") for line in lines
+                        if line.strip() and not line.startswith("#"))
+        self.assertGreaterEqual(int(settings["net.core.rmem_max"]),
+                                load(ROOT / "conf" / "sbc.toml").udp.receive_buffer)
+
     def test_conf_sbc_toml(self):
         """conf/sbc.toml loads and listens on udp/tcp 5060 and tls 5061 on loopback."""
         config = load(ROOT / "conf" / "sbc.toml")
@@ -276,6 +284,13 @@ class RangeTests(ErrorCase):
         self.assertEqual(loads(UDP + "[cdr]\nsync_interval = 0\n").cdr.sync_interval, 0)
         self.assertError(UDP + "[cdr]\nsync_interval = -1\n",
                          "sbc.toml:5: cdr.sync_interval: must be a number >= 0 (0 = off), got -1")
+
+    def test_udp_receive_buffer(self):
+        """[udp] receive_buffer defaults to 4 MiB; 0 keeps the kernel's; never negative."""
+        self.assertEqual(loads(UDP).udp.receive_buffer, 4 << 20)
+        self.assertEqual(loads(UDP + "[udp]\nreceive_buffer = 0\n").udp.receive_buffer, 0)
+        self.assertError(UDP + "[udp]\nreceive_buffer = -1\n",
+                         "sbc.toml:5: udp.receive_buffer: must be an integer 0..1073741824, got -1")
 
     def test_cdr_batch_interval(self):
         """[cdr] batch_interval defaults to 20 ms and may be 0 to 1 s."""
@@ -487,7 +502,7 @@ class UnknownTests(ErrorCase):
         """A key outside any table is checked against the table names."""
         self.assertError('log_level = "info"\n' + UDP,
                          'sbc.toml:1: log_level: unknown key; known: "include", "sbc", '
-                         '"listen", "tls", "metrics", "sip", "tcp", "b2bua", "dns", "cdr", "media", "admission", "peer", "table"')
+                         '"listen", "tls", "metrics", "sip", "tcp", "udp", "b2bua", "dns", "cdr", "media", "admission", "peer", "table"')
 
     def test_unknown_quoted_key(self):
         """A key that needs quotes is shown quoted."""
