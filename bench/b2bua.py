@@ -144,6 +144,19 @@ def cpu_busy(cpu):
     return 0.0
 
 
+def udp_receive_drops():
+    """Datagrams the kernel dropped so far for full receive buffers, all sockets
+    (RcvbufErrors in /proc/net/snmp); None where there is no such file."""
+    try:
+        with open("/proc/net/snmp") as f:
+            rows = [line.split() for line in f if line.startswith("Udp:")]
+    except OSError:
+        return None
+    if len(rows) < 2 or "RcvbufErrors" not in rows[0]:
+        return None
+    return int(rows[1][rows[0].index("RcvbufErrors")])
+
+
 def answers_sip(host, port, proc, timeout):
     """Send OPTIONS until anything SIP comes back (the B2BUA reads its socket) or
     `proc` exits or `timeout` passes; whether it answered."""
@@ -423,6 +436,7 @@ def run_step(b2bua, rate, workdir, procs, pins, deadline):
     pid = b2bua.proc.pid
     core = pins[0] if pins else None
     busy0 = cpu_busy(core) if pins else 0.0
+    drops0 = udp_receive_drops()
     cpu0, t0 = cpu_seconds(pid), time.monotonic()
     uac = procs.start(pinned(uac_cmd, cpu), cwd=d, log=d / "uac.out")
     step_deadline = min(deadline, t0 + calls / rate + 15)
@@ -447,6 +461,7 @@ def run_step(b2bua, rate, workdir, procs, pins, deadline):
     t1 = time.monotonic()
     cpu1 = cpu_seconds(pid) if b2bua.proc.poll() is None else cpu0
     busy1 = cpu_busy(core) if pins else 0.0
+    drops1 = udp_receive_drops()
     procs.stop(uac)
     procs.stop(uas)
 
@@ -479,6 +494,9 @@ def run_step(b2bua, rate, workdir, procs, pins, deadline):
         for k, v in counts.items():
             if v and k.endswith(("_Retrans", "_Timeout", "_Unexp")):
                 problems.append(f"{side} {k} {v}")
+    if problems and drops0 is not None and drops1 is not None and drops1 > drops0:
+        # Lost datagrams explain the retransmissions: a socket's buffer overflowed.
+        problems.append(f"the kernel dropped {drops1 - drops0} datagrams (receive buffers full)")
     if aborted:
         problems.insert(0, f"stopped early: {aborted}")
     if not problems and step.offered and step.offered < 0.95 * rate:
