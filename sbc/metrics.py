@@ -142,7 +142,7 @@ class _UDPCollector:
     def _families(buffers):
         size = GaugeMetricFamily(
             "sbc_sip_udp_receive_buffer_bytes",
-            "Receive buffer of each UDP listener, as the kernel granted it.",
+            "Receive buffer of each UDP listener in bytes, as the kernel counts it (ss -m rb).",
             labels=["address"])
         drops = CounterMetricFamily(
             "sbc_sip_udp_receive_drops",

@@ -215,16 +215,17 @@ class SIPService(service.Service):
         if not wanted:
             return
         got = rcvbuf.size(port.socket, wanted)
-        if got < wanted:
+        if got < rcvbuf.in_full(wanted):
             host = port.getHost()
-            self.log.warn("udp {address}:{port}: receive buffer of {got} bytes, not the "
-                          "{wanted} of [udp] receive_buffer: the kernel allows no more "
-                          "(sysctl net.core.rmem_max; see docs/systemd.md)",
+            self.log.warn("udp {address}:{port}: the kernel granted a receive buffer of {got} "
+                          "bytes (its own count), short of [udp] receive_buffer = {wanted}: "
+                          "raise sysctl net.core.rmem_max (see docs/systemd.md)",
                           address=host.host, port=host.port, got=got, wanted=wanted)
 
     def udp_buffers(self):
-        """[(address, bytes, drops)] of each UDP listener: its receive buffer and
-        the datagrams the kernel dropped because it was full (None: unknown)."""
+        """[(address, bytes, drops)] of each UDP listener: its receive buffer (the
+        kernel's count) and the datagrams the kernel dropped because it was full
+        (None: unknown)."""
         out = []
         for proto in self.udp:
             transport = proto.transport
