@@ -151,10 +151,6 @@ def _logging(level):
                                      redirectStandardIO=False)
 
 
-def _hostport(host, port):
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 def run(args):
     from .config import load
     config = _load(args.config)
@@ -169,6 +165,7 @@ def run(args):
 
     from .net.notify import Notifier, start_watchdog
     from .service import make_service, tune_gc
+    from .sip.uri import hostport
 
     _logging(config.log_level)
     log = Logger(namespace="sbc")
@@ -183,10 +180,10 @@ def run(args):
         return 1
     tune_gc()
     sip = top.getServiceNamed("sip")
-    listening = ", ".join(f"{t} {_hostport(a, p)}" for t, a, p in sip.bound())
+    listening = ", ".join(f"{t} {hostport(a, p)}" for t, a, p in sip.bound())
     if config.metrics.enabled:
         port = top.getServiceNamed("metrics")._port.getHost()
-        listening += f", metrics http://{_hostport(port.host, port.port)}/metrics"
+        listening += f", metrics http://{hostport(port.host, port.port)}/metrics"
     log.info("sbc {version} ready: {listening}; state in {state}", version=__version__,
              listening=listening, state=top.state_dir)
     notifier = Notifier.from_environ(os.environ)

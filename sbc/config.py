@@ -30,7 +30,7 @@ from sbc.b2bua.rules import Rules, compile_rules
 from sbc.errors import ConfigError, ParseError
 from sbc.routing.srv import parse_server
 from sbc.sip.message import Limits
-from sbc.sip.uri import SIPURI, parse_uri
+from sbc.sip.uri import SIPURI, hostport, parse_uri
 
 __all__ = [
     "Config", "Listener", "TLS", "Metrics", "Timers", "Limits", "TCP",
@@ -851,7 +851,7 @@ class _Reader:
             for j, other in enumerate(out):
                 if port and (other.transport, other.address, other.port) == (transport, address, port):
                     self.fail(path, f"duplicates listen[{j}] "
-                              f"({transport} {_hostport(address, port)})")
+                              f"({transport} {hostport(address, port)})")
             out.append(listener)
         return tuple(out)
 
@@ -865,14 +865,14 @@ class _Reader:
             if where in taken:
                 j, other = taken[where]
                 self.fail(("listen", i, "port"),
-                          f"{_hostport(*where)} is already used by listen[{j}] "
+                          f"{hostport(*where)} is already used by listen[{j}] "
                           f"({other}); tcp and tls each need their own TCP port")
             taken[where] = (i, listener.transport)
         where = (metrics.address, metrics.port)
         if metrics.enabled and where in taken:
             j, other = taken[where]
             self.fail(("metrics", "port"),
-                      f"{_hostport(*where)} is already used by listen[{j}] ({other})")
+                      f"{hostport(*where)} is already used by listen[{j}] ({other})")
 
     def tls(self, doc):
         path = ("tls",)
@@ -1454,10 +1454,6 @@ class _Reader:
 
 def _choices(allowed):
     return ", ".join(f'"{a}"' for a in allowed)
-
-
-def _hostport(address, port):
-    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
 
 
 def _is_host(text):

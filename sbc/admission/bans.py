@@ -68,6 +68,7 @@ from collections import OrderedDict, deque
 from dataclasses import asdict, dataclass
 
 from ..errors import ConfigError
+from ..sip.timers import soonest
 
 __all__ = ["Ban", "Bans", "LOG_LINE"]
 
@@ -313,12 +314,8 @@ class Bans:
     def next_deadline(self):
         """When `expire` next has work: the soonest ban end or source pruning."""
         self._clean()
-        soonest = self._prune_due if self._sources else None
-        if self._ends:
-            end = self._ends[0][0]
-            if soonest is None or end < soonest:
-                soonest = end
-        return soonest
+        return soonest(self._prune_due if self._sources else None,
+                       self._ends[0][0] if self._ends else None)
 
     def tracked(self):
         """How many sources are being counted (for metrics)."""

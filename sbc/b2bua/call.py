@@ -26,7 +26,7 @@ from .media import Command, MediaReject
 from .rules import Context, privacy
 from ..sip.message import Request, Response, make_response
 from ..routing.numbers import map_user, quote_user, uri_number
-from ..sip.uri import parse_uri
+from ..sip.uri import hostport, parse_uri
 
 # Headers that may cross legs (RFC 3261 end-to-end headers a trunk needs); the
 # config's b2bua.header_allow and each peer's `headers` extend it.
@@ -271,10 +271,6 @@ def _number_of(uri):
     return uri_number(uri) or ""
 
 
-def _hostport(host, port):
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 @lru_cache(maxsize=4096)
 def gateway_peer(uri_text):
     """Where a gateway URI sends: Peer(transport, host, port). Host must be an
@@ -461,11 +457,11 @@ class Calls:
         b.local_tag = self.ids.tag()
         b.dest = dest
         host, port = self.stack.local.get(dest.transport, ("127.0.0.1", 5060))
-        me = _hostport(host, port)
+        me = hostport(host, port)
         caller = self.numbers.denormalize_out(self.numbers.normalize_in(call.caller_in, call.source),
                                               target.peer) if call.caller_in else "anonymous"
         call.caller_out, call.callee_out = caller, target.number_out
-        gw = _hostport(dest.host, dest.port)
+        gw = hostport(dest.host, dest.port)
         display = a.invite.from_.display
         name = f"{h.quote(display)} " if display else ""
         b.local = f"{name}<sip:{quote_user(caller)}@{me}>"
@@ -868,7 +864,7 @@ class Calls:
             dest = to_leg.dest
             host, port = self.stack.local.get(dest.transport, ("127.0.0.1", 5060))
             out.headers.append(("contact", "Contact",
-                                f"<sip:sbc@{_hostport(host, port)};transport={dest.transport}>"))
+                                f"<sip:sbc@{hostport(host, port)};transport={dest.transport}>"))
         call = from_leg.call
         peers = (call.target_peer, call.source) if from_leg.role == "b" else (call.source,
                                                                               call.target_peer)
@@ -989,7 +985,7 @@ class Calls:
         contact = None
         if method in ("INVITE", "UPDATE"):
             host, port = self.stack.local.get(other.dest.transport, ("127.0.0.1", 5060))
-            contact = f"<sip:sbc@{_hostport(host, port)};transport={other.dest.transport}>"
+            contact = f"<sip:sbc@{hostport(host, port)};transport={other.dest.transport}>"
             relay.headers.append(("contact", "Contact", contact))
         peers = (call.source, call.target_peer) if leg.role == "a" else (call.target_peer,
                                                                          call.source)

@@ -12,6 +12,7 @@ from ..routing.health import GatewayDown, GatewayUp, Health, Probe
 from ..sip.effects import Peer, ip_literal
 from ..sip.registration import Registration
 from ..sip.timers import soonest
+from ..sip.uri import hostport
 from .call import Resolve, gateway_peer
 
 
@@ -56,7 +57,7 @@ class Upkeep:
         """Create the machines (the listeners are bound now: Contact is known)."""
         host, port = self.stack.local.get("udp") or next(iter(self.stack.local.values()),
                                                           ("127.0.0.1", 5060))
-        contact = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        contact = hostport(host, port)
         out = []
         for peer in self._config.peers:
             gateways = sorted(peer.gateways, key=lambda g: g.priority)

@@ -28,6 +28,7 @@ from twisted.internet.protocol import DatagramProtocol
 
 from ..errors import MediaBackendError, ParseError
 from ..rtp import bencode
+from ..sip.uri import hostport
 
 MAX_DATAGRAM = 65536  # an offer's reply with SDP and crypto lines can pass 1500 bytes
 SUCCESS = ("ok", "pong")
@@ -168,7 +169,7 @@ class NG(DatagramProtocol):
             return
         self.timeouts += 1
         host, port = self.address
-        where = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        where = hostport(host, port)
         hint = "; nothing listens there (port unreachable)" if self._unreachable else ""
         self._fail(cookie, f"rtpengine did not answer {waiting.name} at {where}: "
                            f"{waiting.tries} sends, {waiting.tries * self.timeout:g} s{hint}",

@@ -18,6 +18,7 @@ from ..errors import ParseError
 from ..sip.effects import Drop, Peer, Send, ip_literal
 from ..sip.framing import PING, PONG, StreamFramer
 from ..sip.message import Request, parse
+from ..sip.uri import hostport
 from . import rcvbuf
 from .tls import HandshakeTracking, is_handshake_failure, peer_names
 
@@ -233,8 +234,7 @@ class SIPService(service.Service):
             if sock is None:
                 continue
             host = transport.getHost()
-            address = f"[{host.host}]:{host.port}" if ":" in host.host else f"{host.host}:{host.port}"
-            out.append((address, rcvbuf.granted(sock), rcvbuf.drops(sock)))
+            out.append((hostport(host.host, host.port), rcvbuf.granted(sock), rcvbuf.drops(sock)))
         return out
 
     def cert_names(self, conn_id):

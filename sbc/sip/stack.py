@@ -19,6 +19,7 @@ from .effects import Drop, Peer, Send
 from .message import DEFAULT_LIMITS, Request, make_response
 from .timers import soonest
 from .uas import answer
+from .uri import hostport
 from .validate import Reject, check_request, check_response
 
 
@@ -150,7 +151,7 @@ class Stack:
     def _add_via(self, request, transport):
         """Our Via on top of `request`; returns its branch."""
         host, port = self.local.get(transport, ("0.0.0.0", 0))
-        sent_by = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+        sent_by = hostport(host, port)
         branch = self.ids.branch()
         request.add("Via", f"SIP/2.0/{transport.upper()} {sent_by};rport;branch={branch}",
                     first=True)

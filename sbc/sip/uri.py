@@ -98,6 +98,11 @@ class Params:
         self.params.append((name, value))
 
 
+
+def hostport(host, port):
+    """host:port as a URI or a log line writes it: an IPv6 literal in brackets."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
 @dataclass(slots=True)
 class SIPURI(Params):
     """sip: or sips: URI. `params` is an ordered list of (name, value|None)."""
