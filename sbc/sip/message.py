@@ -385,12 +385,15 @@ class Message:
             if key == "via":
                 cache.pop("vias", None)
 
-    def patch(self, key, value):
+    def patch(self, key, value, parsed=None):
         """Replace the one line of header `key` in an unsplit message's bytes;
-        False (nothing changed) where set() would have to split it."""
-        return self._headers is None and self._raw is not None and self._patch(key, value)
+        False (nothing changed) where set() would have to split it. `parsed`:
+        the cached parsed value, changed in place by the caller to match
+        `value`, kept rather than parsed again."""
+        return (self._headers is None and self._raw is not None
+                and self._patch(key, value, parsed))
 
-    def _patch(self, key, value):
+    def _patch(self, key, value, parsed=None):
         """Rewrite the one line of header `key` inside the raw bytes of an
         unsplit message: the bytes stay valid, nothing is split or rebuilt
         (what a relaying SBC does to most messages). False if the header is
@@ -420,7 +423,9 @@ class Message:
         raw = self._raw
         self._raw = raw[:first] + line.encode("utf-8", "surrogateescape") + raw[last:]
         cache = self._cache
-        if cache:
+        if parsed is not None:
+            cache[key] = parsed  # and "vias" keeps it as its first
+        elif cache:
             cache.pop(key, None)
             if key == "via":
                 cache.pop("vias", None)

@@ -84,20 +84,15 @@ def stamp_via(request, source):
         via.set_param("rport", str(source.port))
     rest = value.split(",", 1)[1] if "," in value else None
     line = str(via) if rest is None else f"{via},{rest}"
-    cache = request._cache
-    vias = cache.get("vias")
-    if request.patch("via", line):  # the usual single Via line, rewritten in the bytes
-        cache["via"] = via  # the object just changed is the parsed top Via still
-        if vias is not None:
-            cache["vias"] = vias
+    # The cached Via stays valid either way: it is the object just changed.
+    if request.patch("via", line, parsed=via):  # the usual: one Via line, rewritten in the bytes
         return
     headers = request.headers
-    for i, (key, name, value) in enumerate(headers):
+    for i, (key, name, _) in enumerate(headers):
         if key == "via":
-            rest = value.split(",", 1)[1] if "," in value else None
-            headers[i] = (key, name, str(via) if rest is None else f"{via},{rest}")
+            headers[i] = (key, name, line)
             break
-    request._raw = None  # the cached Via stays valid: it is the object we changed
+    request._raw = None
 
 
 class Stack:
