@@ -379,6 +379,10 @@ class Message:
         else:
             headers.append((key, spell(key), value))
         self._raw = None
+        self._forget(key)
+
+    def _forget(self, key):
+        """Drop what was parsed from header `key` (only that: set() is on the hot path)."""
         cache = self._cache
         if cache:
             cache.pop(key, None)
@@ -422,13 +426,10 @@ class Message:
         self._text = text[:start] + line + text[end:]
         raw = self._raw
         self._raw = raw[:first] + line.encode("utf-8", "surrogateescape") + raw[last:]
-        cache = self._cache
         if parsed is not None:
-            cache[key] = parsed  # and "vias" keeps it as its first
-        elif cache:
-            cache.pop(key, None)
-            if key == "via":
-                cache.pop("vias", None)
+            self._cache[key] = parsed  # and "vias" keeps it as its first
+        else:
+            self._forget(key)
         return True
 
     def add(self, name, value, first=False):
