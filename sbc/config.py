@@ -1007,7 +1007,8 @@ class _Reader:
         t = self.table(doc, path, "cdr")
         batch = t.get("batch_interval", CDRs().batch_interval)
         if not _is_number(batch) or not 0 <= batch <= 1:  # longer risks more records on a crash
-            self.fail(path + ("batch_interval",), f"must be a number from 0 to 1, got {_show(batch)}")
+            self.fail(path + ("batch_interval",),
+                      f"must be a number from 0 to 1, got {_show(batch)}")
         return CDRs(self.non_negative(t, path, "sync_interval", CDRs().sync_interval), batch)
 
     def metrics(self, doc):

@@ -200,7 +200,8 @@ class _Find(dict):
         firsts = "".join(sorted({c for n in names for c in (n[0].lower(), n[0].upper())}))
         alts = "|".join("".join(f"[{c.lower()}{c.upper()}]" if c.isalpha() else re.escape(c)
                                 for c in n) for n in names)
-        pattern = self[key] = re.compile(rf"\r\n(?=[{re.escape(firsts)}])(?:{alts})[ \t]*:", re.ASCII)
+        pattern = self[key] = re.compile(rf"\r\n(?=[{re.escape(firsts)}])(?:{alts})[ \t]*:",
+                                         re.ASCII)
         return pattern
 
 
