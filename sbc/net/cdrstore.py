@@ -248,9 +248,8 @@ class CDRStore:
             self._due = self._reactor.callLater(wait, self._on_due)
 
     def _on_due(self):
-        self._due = None
-        if not self._busy and self._queue:
-            self._flush()
+        self._due = None  # set only while idle with a queue; close() cancels it
+        self._flush()
 
     def _flush(self):
         batch, self._queue = self._queue, []
