@@ -359,6 +359,11 @@ class Calls:
             return self.stack.respond(event.txn, self._reply(req, 400, e.reason), now)
         if req.max_forwards == 0:
             return self.stack.respond(event.txn, self._reply(req, 483, "Too Many Hops"), now)
+        if self.stack.draining is not None:  # a stop is coming: new calls go elsewhere
+            reject = self.stack.unavailable(now)
+            reply = self._reply(req, reject.status, reject.reason, reject.headers)
+            refused = Refused(source.name, "in", "draining")
+            return early + [refused] + self.stack.respond(event.txn, reply, now)
         if self.overload is not None:
             refusal = self.overload.check(len(self.active))
             if refusal is not None:  # shed load before doing any work for it
@@ -1060,6 +1065,18 @@ class Calls:
         return self._hangup(call, "sbc", "no_ack", now)
 
     # -- endings --------------------------------------------------------------------------
+    def end_all(self, now, reason="shutdown"):
+        """Hang up every call (the end of a drain): BYE on both legs of an
+        answered call; an unanswered one gets a 503 and its B leg a CANCEL."""
+        out = []
+        for call in list(self.active.values()):
+            if call.state in ("calling", "early"):
+                reject = self.stack.unavailable(now)
+                out += self._give_up(call, 503, reason, now, reject.reason, reject.headers)
+            else:
+                out += self._hangup(call, "sbc", reason, now)
+        return out
+
     def _give_up(self, call, status, reason, now, phrase=None, headers=()):
         """No B leg answered: final failure to the caller."""
         if call.state not in ("calling", "early"):

@@ -11,6 +11,7 @@ in as the transaction user.
 """
 
 import ipaddress
+import math
 from dataclasses import dataclass
 
 from ..errors import LocalProtocolError, ParseError
@@ -107,6 +108,7 @@ class Stack:
         self.calls = None  # the B2BUA (sbc.b2bua.call.Calls) once trunking is configured
         self.guard = None  # sbc.admission.guard.Guard: who may talk to us at all
         self.timed = []    # more transaction users with next_deadline()/expire(now)
+        self.draining = None  # while a stop drains the calls: when the drain ends
 
     # -- inputs -------------------------------------------------------------------
     def received(self, msg, source, now):
@@ -169,6 +171,16 @@ class Stack:
             return request.then.resolved(addresses, now)
         except (LocalProtocolError, ParseError) as e:
             return [Failed(e)]
+
+    def drain(self, until):
+        """A stop is coming: from now on new calls and OPTIONS are answered 503,
+        with a Retry-After of what is left until `until`; dialogs go on."""
+        self.draining = until
+
+    def unavailable(self, now):
+        """The 503 a new call or an OPTIONS gets while draining."""
+        left = max(1, math.ceil(self.draining - now))
+        return Reject(503, "Service Unavailable (draining)", (("Retry-After", str(left)),))
 
     def _timed(self):
         return ([self.calls] if self.calls is not None else []) + self.timed
@@ -253,7 +265,10 @@ class Stack:
         extra = []
         try:
             verdict = None
-            if req.method == "REGISTER" and self.guard is not None:
+            if (self.draining is not None and req.method in ("INVITE", "OPTIONS")
+                    and req.to_tag is None):  # peers probing us should go elsewhere now
+                verdict = self.unavailable(now)
+            elif req.method == "REGISTER" and self.guard is not None:
                 verdict, extra = self.guard.register(req, event.source, now)
             if verdict is None:
                 verdict = answer(req, self.ids.nonce)

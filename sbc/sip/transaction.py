@@ -395,6 +395,11 @@ class Transactions:
         """Transactions created since the start, per kind."""
         return dict(self._created)
 
+    def awaiting(self, method):
+        """Client transactions of `method` still waiting for their final response."""
+        return sum(1 for (_, m), txn in self._clients.items()
+                   if m == method and txn.state in (CALLING, TRYING, PROCEEDING))
+
     # -- time ----------------------------------------------------------------
     def next_deadline(self):
         """When `expire` next has work to do, or None."""

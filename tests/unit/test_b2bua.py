@@ -6,7 +6,7 @@ from twisted.trial import unittest
 
 from sbc.routing.tables import Target
 from sbc.b2bua.call import (Attempt, AttemptFailed, CallAnswered, CallEnded, CallStarted, Calls,
-                             Resolve)
+                             Refused, Resolve)
 from sbc.sip.effects import Peer, Send
 from sbc.sip.message import Response, make_response, parse
 from sbc.sip.stack import Stack
@@ -447,6 +447,67 @@ class LegLostTests(DialogTests):
         out = self.feed(INVITE.replace("Max-Forwards: 70", "Max-Forwards: 0").encode(), PBX)
         self.assertEqual([m.status for m in self.sends(out, PBX)], [100, 483])
         self.assertEqual(self.sends(out, GW1), [])
+
+
+class DrainTests(DialogTests):
+    """A stop drains the calls: nothing new is taken, dialogs go on, end_all ends the rest."""
+
+    OPTIONS = (b"OPTIONS sip:127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.2:5060;branch=z9hG4bKo1\r\n"
+               b"From: <sip:probe@127.0.0.2>;tag=o1\r\nTo: <sip:127.0.0.1>\r\n"
+               b"Call-ID: probe-1@127.0.0.2\r\nCSeq: 1 OPTIONS\r\nContent-Length: 0\r\n\r\n")
+
+    def test_new_call_refused(self):
+        """While draining a new INVITE gets 503 with the seconds left as Retry-After, and is counted."""
+        self.stack.drain(60.0)
+        self.now = 15.2
+        out = self.feed(INVITE.encode(), PBX)
+        self.assertEqual(self.sends(out, GW1), [])
+        [final] = [m for m in self.sends(out, PBX) if m.status >= 200]
+        self.assertEqual((final.status, final.reason, final.get("Retry-After")),
+                         (503, "Service Unavailable (draining)", "45"))
+        self.assertEqual([e for e in out if isinstance(e, Refused)], [Refused("pbx", "in", "draining")])
+
+    def test_options_refused(self):
+        """An OPTIONS probe gets 503 while draining (200 before), so peers route around the SBC."""
+        [ok] = self.sends(self.feed(self.OPTIONS, PBX), PBX)
+        self.stack.drain(30.0)
+        [busy] = self.sends(self.feed(self.OPTIONS.replace(b"z9hG4bKo1", b"z9hG4bKo2"), PBX), PBX)
+        self.assertEqual((ok.status, busy.status, busy.get("Retry-After")), (200, 503, "30"))
+
+    def test_dialogs_go_on(self):
+        """A call up before the drain still hangs up normally: the BYE crosses and the call ends."""
+        b, a_tag = self.established()
+        self.stack.drain(60.0)
+        out = self.feed(self.pbx_request("BYE", 21, a_tag, "z9hG4bKbye"), PBX)
+        [bye] = self.sends(out, GW1)
+        [ended] = [e for e in out if isinstance(e, CallEnded)]
+        self.assertEqual((ended.call.hangup_by, self.stack.calls.active), ("caller", {}))
+        self.assertEqual(self.stack.transactions.awaiting("BYE"), 1)
+        self.feed(self.answer(bye, 200), GW1)
+        self.assertEqual(self.stack.transactions.awaiting("BYE"), 0)
+
+    def test_end_all_answered(self):
+        """end_all sends a BYE on both legs of an answered call; its CDR says shutdown."""
+        self.established()
+        self.stack.drain(0.0)
+        out = self.stack.calls.end_all(0.0)
+        self.assertEqual([m.method for m in self.sends(out, PBX)], ["BYE"])
+        self.assertEqual([m.method for m in self.sends(out, GW1)], ["BYE"])
+        [ended] = [e for e in out if isinstance(e, CallEnded)]
+        self.assertEqual((ended.call.hangup_by, ended.call.reason), ("sbc", "shutdown"))
+        self.assertEqual((self.stack.calls.active, self.stack.transactions.awaiting("BYE")), ({}, 2))
+
+    def test_end_all_ringing(self):
+        """A ringing call is answered 503 and its carrier leg cancelled."""
+        _, _, b = self.start()
+        self.feed(self.answer(b, 180), GW1)
+        self.stack.drain(5.0)
+        out = self.stack.calls.end_all(1.0)
+        [final] = [m for m in self.sends(out, PBX) if m.status >= 200]
+        self.assertEqual((final.status, final.get("Retry-After")), (503, "4"))
+        self.assertEqual([m.method for m in self.sends(out, GW1)], ["CANCEL"])
+        [ended] = [e for e in out if isinstance(e, CallEnded)]
+        self.assertEqual((ended.call.final_code, ended.call.reason), (503, "shutdown"))
 
 
 class PublicAddressTests(Case):
