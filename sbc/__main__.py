@@ -202,8 +202,26 @@ def run(args):
                      "changes apply at restart", path=new.path)
         notifier.ready(status=f"listening on {listening}")
 
+    trunking = top.getServiceNamed("trunking")
+    draining = []
+
     def shutdown():
+        """First signal: drain (no new calls, the rest get drain_timeout to end);
+        a second one hangs up what is left at once."""
+        if draining:
+            trunking.end_now()
+            return
+        draining.append(True)
         notifier.stopping()
+        calls = len(top.stack.calls.active)
+        if calls:
+            log.info("draining: {calls} calls in progress, new calls and OPTIONS answered 503; "
+                     "what is left is hung up in {timeout} s, or now on a second signal",
+                     calls=calls, timeout=config.drain_timeout)
+            notifier.status(f"draining {calls} calls")
+        trunking.drain(config.drain_timeout).addCallback(lambda _: stop())
+
+    def stop():
         for call in watchdog:
             if call.running:
                 call.stop()

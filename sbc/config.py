@@ -309,6 +309,7 @@ class Config:
     state_dir: str = ""  # "" = $STATE_DIRECTORY or ./var, resolved by the shell
     log_level: str = "info"
     server_header: str = "sbc"
+    drain_timeout: int = 60  # seconds a stop waits for calls to end before hanging them up
     listeners: tuple[Listener, ...] = (Listener("udp", "127.0.0.1", 5060),)
     tls: TLS = TLS()
     metrics: Metrics = Metrics()
@@ -362,7 +363,7 @@ SCHEMA = {
               "inactivity_timeout", "latch_window"),
     "dns": ("servers",),
     "cdr": ("sync_interval", "batch_interval"),
-    "sbc": ("state_dir", "log_level", "server_header"),
+    "sbc": ("state_dir", "log_level", "server_header", "drain_timeout"),
     "listen": ("transport", "address", "port", "public_address"),
     "tls": ("cert", "key", "ca", "verify_peer", "min_version"),
     "metrics": ("enabled", "address", "port"),
@@ -762,12 +763,13 @@ class _Reader:
         state_dir = self.string(sbc, ("sbc",), "state_dir", "")
         log_level = self.choice(sbc, ("sbc",), "log_level", "info", LOG_LEVELS)
         server_header = self.text(sbc, ("sbc",), "server_header", "sbc")
+        drain_timeout = self.integer(sbc, ("sbc",), "drain_timeout", 60, 0, 3600)
         listeners = self.listeners(doc)
         metrics = self.metrics(doc)
         self.ports(listeners, metrics)
         config = Config(
             path=self.path, state_dir=state_dir, log_level=log_level,
-            server_header=server_header, listeners=listeners, tls=self.tls(doc),
+            server_header=server_header, drain_timeout=drain_timeout, listeners=listeners, tls=self.tls(doc),
             metrics=metrics, timers=self.timers(doc), limits=self.limits(doc),
             tcp=self.tcp(doc), udp=self.udp(doc), b2bua=self.b2bua(doc), dns=self.dns(doc),
             cdr=self.cdr(doc), media=self.media(doc), admission=self.admission(doc))

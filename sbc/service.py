@@ -15,7 +15,7 @@ from twisted.logger import Logger
 from . import config as cfg
 from .errors import MediaBackendError
 from .metrics import Metrics
-from .b2bua.call import Calls, MediaRequest, Resolve
+from .b2bua.call import CallEnded, Calls, MediaRequest, Resolve
 from .b2bua.media import CallMedia
 from .b2bua.rtpengine import EngineMedia
 from .b2bua.upkeep import Upkeep
@@ -142,6 +142,8 @@ class Trunking(service.Service):
             self._anchor_media(config.media)
         self.upkeep = None
         self._install_upkeep(config)
+        self._drained = None      # drain(): fired once no call is left
+        self._drain_timer = None  # drain(): when the calls left are hung up
         metrics.calls.track(lambda: [direction_of(c) for c in stack.calls.active.values()],
                             lambda: self.upkeep.gateway_states(),
                             lambda: self.upkeep.registration_states())
@@ -215,6 +217,52 @@ class Trunking(service.Service):
                 self.stack.resolved(effect, [tuple(t) for t in found], self.reactor.seconds())))
             return
         self.recorder(effect)
+        if self._drained is not None and type(effect) is CallEnded:
+            self._check_drained()
+
+    # -- stopping ---------------------------------------------------------------------
+    def drain(self, timeout):
+        """Take no new calls and let those in progress end; `timeout` seconds on
+        (or at end_now()) hang up the rest. A Deferred that fires once no call
+        is left and the last BYEs were answered (or 2 s went by)."""
+        self.stack.drain(self.reactor.seconds() + timeout)
+        self._drained = Deferred()
+        self._drain_timer = self.reactor.callLater(timeout, self.end_now)
+        d = self._drained
+        self._check_drained()
+        return d
+
+    def end_now(self):
+        """Hang up every call still in progress: BYE on both legs, CDR reason shutdown."""
+        if self._drain_timer is not None and self._drain_timer.active():
+            self._drain_timer.cancel()
+        self._drain_timer = None
+        calls = self.stack.calls
+        if calls.active:
+            log.info("hanging up {calls} calls still in progress", calls=len(calls.active))
+            self.sip.execute(calls.end_all(self.reactor.seconds()))
+        self._check_drained()
+
+    def _check_drained(self):
+        if self._drained is None or self.stack.calls.active:
+            return
+        if self._drain_timer is not None and self._drain_timer.active():
+            self._drain_timer.cancel()
+        done, self._drained = self._drained, None
+        self._until(lambda: self.stack.transactions.awaiting("BYE"), 2.0).chainDeferred(done)
+
+    def _until(self, busy, seconds):
+        """A Deferred fired once busy() is false, or `seconds` on."""
+        done = Deferred()
+        deadline = self.reactor.seconds() + seconds
+
+        def check():
+            if busy() and self.reactor.seconds() < deadline:
+                self.reactor.callLater(0.05, check)
+            else:
+                done.callback(None)
+        check()
+        return done
 
     def reload(self, config):
         calls = self.stack.calls
@@ -245,20 +293,15 @@ class Trunking(service.Service):
 
     def stopService(self):
         super().stopService()
+        now = self.reactor.seconds()
+        if self.stack.calls.active:  # stopped without a drain: still a CDR for each call
+            self.sip.execute(self.stack.calls.end_all(now))
         self.security.stop()
         if self.relay is not None:
             self.relay.close()
-        self.sip.execute(self.upkeep.stop(self.reactor.seconds()))
+        self.sip.execute(self.upkeep.stop(now))
         # Give un-REGISTERs (and a challenge to them) up to 2 s before closing.
-        done = Deferred()
-        deadline = self.reactor.seconds() + 2.0
-
-        def check():
-            if self.upkeep.unregistering() and self.reactor.seconds() < deadline:
-                self.reactor.callLater(0.05, check)
-            else:
-                done.callback(None)
-        check()
+        done = self._until(self.upkeep.unregistering, 2.0)
         if self.store is not None:
             done.addCallback(lambda _: self.store.close())
         if self.ng is not None:

@@ -178,7 +178,10 @@ class Stack:
         self.draining = until
 
     def unavailable(self, now):
-        """The 503 a new call or an OPTIONS gets while draining."""
+        """The 503 a new call or an OPTIONS gets while draining (and the calls
+        still ringing when the SBC stops)."""
+        if self.draining is None:
+            return Reject(503, "Service Unavailable")
         left = max(1, math.ceil(self.draining - now))
         return Reject(503, "Service Unavailable (draining)", (("Retry-After", str(left)),))
 

@@ -164,6 +164,33 @@ class SBCProcess:
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
 
+    def line(self, pattern, what):
+        """The next line the process prints that matches regex `pattern`."""
+        deadline = time.monotonic() + START
+        while True:
+            try:
+                line = self._lines.get(timeout=max(0.0, deadline - time.monotonic()))
+            except queue.Empty:
+                raise AssertionError(f"sbc never printed {what} within {START} s\n"
+                                     f"{self.output()}") from None
+            if line is None:
+                raise AssertionError(f"sbc exited before it printed {what}\n{self.output()}")
+            if re.search(pattern, line):
+                return line
+
+    def exited(self):
+        """Wait for the process to end by itself: its exit code (AssertionError
+        on a traceback)."""
+        try:
+            code = self.proc.wait(timeout=START)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"sbc still running {START} s on\n{self.output()}") from None
+        for thread in self._threads:
+            thread.join(SAFETY)
+        if self.tracebacks():
+            raise AssertionError("sbc logged a traceback\n" + "\n".join(self.tracebacks()))
+        return code
+
     def tracebacks(self):
         """Every traceback the process printed so far (each with the 3 lines before it)."""
         found = []
@@ -294,11 +321,11 @@ class UDPClient:
             before.append(msg)
 
 
-def udp_exchange(data, addr, timeout=SAFETY):
-    """Send one datagram from a fresh socket; the first datagram back (bytes)."""
+def udp_exchange(data, addr, timeout=SAFETY, host="127.0.0.1"):
+    """Send one datagram from a fresh socket on `host`; the first datagram back (bytes)."""
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         sock.settimeout(timeout)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         sock.sendto(data, addr)
         try:
             return sock.recvfrom(65535)[0]

@@ -61,11 +61,12 @@ rules = [
 """
 
 
-def lab_config(port, routes_dir, t1=None, carrier=None, extra=""):
+def lab_config(port, routes_dir, t1=None, carrier=None, extra="", drain_timeout=None):
     """conf/sbc.toml's peers with SIP port `port` on the lab addresses, sbc's own
     ports chosen by the kernel, tables included from `routes_dir`. `carrier`
     replaces the carrier's two gateways by one URI; `extra` is more TOML."""
     timers = f"\n[sip.timers]\nt1 = {t1}\n" if t1 is not None else ""
+    drain = f"drain_timeout = {drain_timeout}\n" if drain_timeout is not None else ""
     if carrier is None:
         gateways = (f'  {{ uri = "sip:{GW1}:{port}", priority = 1, weight = 1 }},\n'
                     f'  {{ uri = "sip:{GW2}:{port}", priority = 2, weight = 1 }},\n')
@@ -77,7 +78,7 @@ include = ["{routes_dir}/*.toml"]
 
 [sbc]
 log_level = "info"
-
+{drain}
 [[listen]]
 transport = "udp"
 address = "127.0.0.1"
@@ -134,12 +135,12 @@ def lab_port():
 class Lab(SBCProcess):
     """`sbc run` on the lab config; `routes` is the included tables file."""
 
-    def __init__(self, port, routes=ROUTES, t1=None):
+    def __init__(self, port, routes=ROUTES, t1=None, drain_timeout=None):
         self.port = port
         self.routes_dir = Path(tempfile.mkdtemp(prefix="sbc-lab-routes-"))
         self.routes_file = self.routes_dir / "lab.toml"
         self.routes_file.write_text(routes)
-        super().__init__(lab_config(port, self.routes_dir, t1))
+        super().__init__(lab_config(port, self.routes_dir, t1, drain_timeout=drain_timeout))
 
     def start(self):
         try:
@@ -172,6 +173,9 @@ class Lab(SBCProcess):
 
     def sighup(self):
         self.proc.send_signal(signal.SIGHUP)
+
+    def sigterm(self):
+        self.proc.send_signal(signal.SIGTERM)
 
     def cdrs(self):
         """Every CDR as `sbc cdr --format json` lists it (newest first)."""

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from twisted.trial import unittest
 
-from .harness import value
+from .harness import options_request, response, udp_exchange, value
 from .lab import GW1, GW2, PBX, ROUTES, Lab, SIPp, Silent, lab_port, release
 
 
@@ -429,6 +429,90 @@ class ReloadTests(LabTestCase):
         allowed.check(self, 1, others=(carrier,))
         carrier.check(self, 1, others=(allowed,))
         self.assertEqual(carrier.received("INVITE")[0].uri, f"sip:+14155550100@{GW1}:{lab.port}")
+
+
+class DrainTests(LabTestCase):
+    """SIGTERM drains: new calls and OPTIONS get 503 while the calls in progress
+    end by themselves, or are hung up by sbc at drain_timeout or on a second
+    signal; then sbc exits 0 with every call's CDR written. One sbc per test."""
+
+    @classmethod
+    def setUpClass(cls):
+        pass  # each test starts (and stops) its own
+
+    def start(self, drain_timeout=None):
+        self.lab = Lab(lab_port(), drain_timeout=drain_timeout).start()
+        self.addCleanup(self.lab.stop)
+        return self.lab
+
+    def answered(self):
+        """A call from the PBX to the carrier, up; (caller, carrier) SIPps."""
+        carrier = self.uas("uas.xml", GW1)
+        caller = self.uac(self.caller, PBX, "2125551234")
+        self.lab.until(lambda s: value(s, "sbc_calls_active") == 1
+                       and value(s, "sbc_call_responses_total", peer="carrier", status="200") == 1,
+                       "the call answered")
+        return caller, carrier
+
+    caller = "uac_held.xml"
+
+    def test_calls_in_progress_finish(self):
+        """A call up at SIGTERM goes on and ends normally; meanwhile a new call and an OPTIONS get 503."""
+        lab = self.start()
+        held, carrier = self.answered()
+        lab.sigterm()
+        lab.line(r"draining: 1 calls in progress", "the drain's log line")
+        data, _ = options_request((PBX, 9), "udp", lab.sip)  # the PBX's keep-alive
+        probe = response(udp_exchange(data, lab.sip, host=PBX))
+        self.assertEqual((probe.status, probe.reason), (503, "Service Unavailable (draining)"))
+        self.assertIn(int(probe.get("Retry-After")), range(1, 61))
+        refused = self.uac("uac_unavailable.xml", PBX, "2125551234")
+        refused.check(self, 1)
+        samples = lab.scrape()
+        self.assertEqual(value(samples, "sbc_call_refusals_total", peer="pbx", direction="in",
+                               limit="draining"), 1)
+        self.assertEqual(value(samples, "sbc_calls_active"), 1)
+
+        release(held.call_id(1), (PBX, held.port))
+        held.check(self, 1, others=(carrier,))
+        carrier.check(self, 1, others=(held,))
+        self.assertEqual(lab.exited(), 0)
+        self.assertEqual(len(carrier.received("INVITE")), 1)  # the refused call never reached it
+        self.assertFields(self.cdr(held, 1, carrier), final_code=200, hangup_by="caller",
+                          reason="normal")
+
+
+class DrainHangupTests(DrainTests):
+    """The calls a drain leaves are hung up by sbc: BYE to both sides, CDR reason shutdown."""
+
+    caller = "uac_callee_bye.xml"
+    test_calls_in_progress_finish = None
+
+    def hung_up(self, caller, carrier):
+        caller.check(self, 1, others=(carrier,))
+        carrier.check(self, 1, others=(caller,))
+        self.assertEqual(self.lab.exited(), 0)
+        self.assertEqual((len(caller.received("BYE")), len(carrier.received("BYE"))), (1, 1))
+        self.assertFields(self.cdr(caller, 1, carrier), final_code=200, hangup_by="sbc",
+                          reason="shutdown")
+
+    def test_second_signal(self):
+        """A second SIGTERM ends the wait at once: both sides get a BYE from sbc."""
+        lab = self.start()
+        caller, carrier = self.answered()
+        lab.sigterm()
+        lab.line(r"draining: 1 calls in progress", "the drain's log line")
+        lab.sigterm()
+        lab.line(r"hanging up 1 calls still in progress", "the hang-up's log line")
+        self.hung_up(caller, carrier)
+
+    def test_drain_timeout(self):
+        """At drain_timeout the calls left are hung up and sbc exits."""
+        lab = self.start(drain_timeout=1)
+        caller, carrier = self.answered()
+        lab.sigterm()
+        lab.line(r"hanging up 1 calls still in progress", "the hang-up's log line")
+        self.hung_up(caller, carrier)
 
 
 def _tag(value):

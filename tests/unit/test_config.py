@@ -52,7 +52,7 @@ class DefaultsTests(unittest.TestCase):
         self.assertEqual(config.timers, Timers(0.5, 4.0, 5.0))
         self.assertEqual(config.limits, Limits(65535, 256, 8192, 70, 32768))
         self.assertEqual(config.tcp, TCP(300, 10, 4096, 64))
-        self.assertEqual(config.state_dir, "")
+        self.assertEqual((config.state_dir, config.drain_timeout), ("", 60))
 
     def test_tls_listener_defaults_to_5061(self):
         """A tls listener without a port gets 5061, the others 5060."""
@@ -80,6 +80,7 @@ class DefaultsTests(unittest.TestCase):
             state_dir = "/var/lib/sbc"
             log_level = "debug"
             server_header = ""
+            drain_timeout = 0
             [[listen]]
             transport = "udp"
             address = "0:0::1"
@@ -113,7 +114,7 @@ class DefaultsTests(unittest.TestCase):
             """))
         self.assertEqual(config, Config(
             path="<string>", state_dir="/var/lib/sbc", log_level="debug",
-            server_header="",
+            server_header="", drain_timeout=0,
             listeners=(Listener("udp", "::1", 5080, "sbc.example.com"),),
             tls=TLS("c.pem", "k.pem", "ca.pem", True, "1.3"),
             metrics=Metrics(False, "::1", 9100),
@@ -463,6 +464,14 @@ class CrossFieldTests(ErrorCase):
         self.assertError(UDP + '[sbc]\nserver_header = "sbc\\r\\nX: y"\n',
                          'sbc.toml:5: sbc.server_header: must not contain control '
                          'characters, got "sbc\\r\\nX: y"')
+
+
+    def test_drain_timeout_bounds(self):
+        """A stop waits at most an hour for calls; a negative or fractional wait is refused."""
+        self.assertError(UDP + "[sbc]\ndrain_timeout = 3601\n",
+                         "sbc.toml:5: sbc.drain_timeout: must be an integer 0..3600, got 3601")
+        self.assertError(UDP + "[sbc]\ndrain_timeout = 1.5\n",
+                         "sbc.toml:5: sbc.drain_timeout: must be an integer 0..3600, got 1.5")
 
 
 class ListenRequiredTests(ErrorCase):
