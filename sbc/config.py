@@ -769,8 +769,8 @@ class _Reader:
         self.ports(listeners, metrics)
         config = Config(
             path=self.path, state_dir=state_dir, log_level=log_level,
-            server_header=server_header, drain_timeout=drain_timeout, listeners=listeners, tls=self.tls(doc),
-            metrics=metrics, timers=self.timers(doc), limits=self.limits(doc),
+            server_header=server_header, drain_timeout=drain_timeout, listeners=listeners,
+            tls=self.tls(doc), metrics=metrics, timers=self.timers(doc), limits=self.limits(doc),
             tcp=self.tcp(doc), udp=self.udp(doc), b2bua=self.b2bua(doc), dns=self.dns(doc),
             cdr=self.cdr(doc), media=self.media(doc), admission=self.admission(doc))
         self._verify_peer = config.tls.verify_peer

@@ -509,6 +509,16 @@ class DrainTests(DialogTests):
         [ended] = [e for e in out if isinstance(e, CallEnded)]
         self.assertEqual((ended.call.final_code, ended.call.reason), (503, "shutdown"))
 
+    def test_end_all_without_drain(self):
+        """A stop without a drain still ends every call, the ringing one with a bare 503."""
+        _, _, b = self.start()
+        self.feed(self.answer(b, 180), GW1)
+        out = self.stack.calls.end_all(1.0)
+        [final] = [m for m in self.sends(out, PBX) if m.status >= 200]
+        self.assertEqual((final.status, final.reason, final.get("Retry-After")),
+                         (503, "Service Unavailable", None))
+        self.assertEqual(self.stack.calls.active, {})
+
 
 class PublicAddressTests(Case):
     def test_contact_and_via_use_the_advertised_address(self):
