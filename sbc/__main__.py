@@ -6,6 +6,7 @@
     sbc route [--config FILE] --from PEER_OR_IP NUMBER   dry-run the routing
     sbc cdr [--state-dir DIR] [filters]        list call detail records
     sbc bans [list | add IP [--seconds N] | lift IP]   the running sbc's bans
+    sbc calls [--state-dir DIR] [--format table|json]  the running sbc's calls in progress
     sbc explain --peer P --direction in|out FILE     a peer's header rules on a message
     sbc version
 """
@@ -41,11 +42,13 @@ def _parser():
     cdr.add_argument("--config", "-c", default="/etc/sbc/sbc.toml")
     cdr.add_argument("--state-dir", help="where the running sbc keeps cdr.sqlite3")
     add_arguments(cdr)
-    from . import banscli, explain
+    from . import banscli, callscli, explain
     bans = sub.add_parser("bans", help="list, add or lift bans of the running sbc")
-    bans.add_argument("--config", "-c", default="/etc/sbc/sbc.toml")
-    bans.add_argument("--state-dir", help="where the running sbc keeps control.sock")
-    banscli.add_arguments(bans)
+    calls = sub.add_parser("calls", help="list the running sbc's calls in progress")
+    for command, cli in ((bans, banscli), (calls, callscli)):
+        command.add_argument("--config", "-c", default="/etc/sbc/sbc.toml")
+        command.add_argument("--state-dir", help="where the running sbc keeps control.sock")
+        cli.add_arguments(command)
     ex = sub.add_parser("explain", help="show what a peer's header rules do to a sample message")
     ex.add_argument("--config", "-c", default="/etc/sbc/sbc.toml")
     explain.add_arguments(ex)
@@ -70,6 +73,9 @@ def main(argv=None):
     if args.command == "bans":
         from .banscli import run as bans_run
         return bans_run(args, _state_dir(args.state_dir, args.config), sys.stdout, sys.stderr)
+    if args.command == "calls":
+        from .callscli import run as calls_run
+        return calls_run(args, _state_dir(args.state_dir, args.config), sys.stdout, sys.stderr)
     if args.command == "explain":
         from .explain import main as explain_main
         config = _load(args.config)

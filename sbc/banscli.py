@@ -4,17 +4,14 @@
     sbc bans add IP [--seconds N]   ban by hand (default: [admission.bans] ban_time)
     sbc bans lift IP                end a ban now
 
-The socket speaks HTTP (sbc.net.security); this module is its client, with
-the standard library only so the command starts fast.
+The socket speaks HTTP (sbc.net.security); sbc.control is its client.
 """
 
-import http.client
 import json
-import socket
 import time
 from urllib.parse import quote
 
-SOCKET = "control.sock"
+from .control import request
 
 
 def add_arguments(parser):
@@ -23,37 +20,19 @@ def add_arguments(parser):
     parser.add_argument("--seconds", type=float, help="ban length for add")
 
 
-class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path):
-        super().__init__("localhost", timeout=10)
-        self.path = path
-
-    def connect(self):
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        self.sock.settimeout(self.timeout)
-        self.sock.connect(self.path)
-
-
 def run(args, state_dir, out, err):
     if args.action != "list" and not args.ip:
         print(f"sbc bans {args.action}: which address?", file=err)
         return 2
-    path = f"{state_dir}/{SOCKET}"
     target = "/bans" if args.action == "list" else f"/bans/{quote(args.ip, safe='')}"
     method = {"list": "GET", "add": "POST", "lift": "DELETE"}[args.action]
     if args.action == "add" and args.seconds is not None:
         target += f"?seconds={args.seconds:g}"
-    conn = _UnixConnection(path)
-    try:
-        conn.request(method, target)
-        answer = conn.getresponse()
-        body = answer.read().decode()
-    except OSError as e:
-        print(f"cannot reach the running sbc at {path}: {e}", file=err)
+    answer = request(state_dir, method, target, err)
+    if answer is None:
         return 1
-    finally:
-        conn.close()
-    if answer.status != 200:
+    status, body = answer
+    if status != 200:
         print(body.strip(), file=err)
         return 1
     if args.action != "list":

@@ -23,6 +23,7 @@ from .net.relay import Relay
 from .net.srtp import SRTPTransform
 from .rtp.ports import PortPool
 from .routing.health import GatewayDown, GatewayUp
+from .net.calls import CallsResource
 from .net.cdrstore import CDRStore
 from .net.http import metrics_site
 from .net.records import Recorder, direction_of
@@ -342,7 +343,7 @@ def make_service(config: cfg.Config, reactor, environ=None, metrics=None):
     trunking.sip = sip
     sip.on_event = trunking.event
     trunking.setServiceParent(top)
-    control = trunking.security.control()
+    control = trunking.security.control([(b"calls", CallsResource(stack.calls))])
     control.setName("control")
     control.setServiceParent(top)
     if config.metrics.enabled:

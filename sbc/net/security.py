@@ -126,10 +126,13 @@ class Security:
             log.error("cannot write {path}: {error}", path=path, error=e)
 
     # -- the bans socket --------------------------------------------------------------
-    def control(self):
-        """The twisted service of STATE_DIR/control.sock."""
+    def control(self, children=()):
+        """The twisted service of STATE_DIR/control.sock: /bans, and
+        `children` ((name, Resource) pairs) beside it."""
         root = Resource()
         root.putChild(b"bans", _BansResource(self))
+        for name, child in children:
+            root.putChild(name, child)
         site = QuietSite(root)
         site.displayTracebacks = False
         path = os.path.join(self.state, "control.sock")

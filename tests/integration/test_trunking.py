@@ -10,7 +10,9 @@ socket, a CDR showing up or a metric reaching its value ends it.
 """
 
 import hashlib
+import json
 import re
+import time
 import shutil
 import tempfile
 from pathlib import Path
@@ -18,7 +20,7 @@ from pathlib import Path
 from twisted.trial import unittest
 
 from .harness import options_request, response, udp_exchange, value
-from .lab import GW1, GW2, PBX, ROUTES, Lab, SIPp, Silent, lab_port, release
+from .lab import GW1, GW2, PBX, POLL, ROUTES, Lab, SIPp, Silent, lab_port, release
 
 
 class LabTestCase(unittest.TestCase):
@@ -367,6 +369,38 @@ BROKEN_LINE = next(n for n, line in enumerate(BROKEN.splitlines(), 1) if '" to =
 
 class ReloadTests(LabTestCase):
     """Hot reload with calls up, on an sbc of its own (it rewrites the tables)."""
+
+    def test_calls_listed(self):
+        """`sbc calls` lists a call in progress (peers, numbers in and out, Call-ID) until it ends."""
+        lab = self.lab
+        carrier = self.uas("uas.xml", GW1)
+        held = self.uac("uac_held.xml", PBX, "2125551234")
+
+        def listed():
+            run = lab.sbc("calls", "--state-dir", lab.state_dir, "--format", "json")
+            self.assertEqual(run.returncode, 0, run.stderr)
+            return json.loads(run.stdout)
+        deadline = time.monotonic() + POLL
+        while not [c for c in listed() if c["state"] == "confirmed"]:
+            self.assertLess(time.monotonic(), deadline, f"no confirmed call listed: {listed()}")
+        [call] = listed()
+        self.assertEqual(
+            {k: call[k] for k in ("direction", "source_peer", "target_peer", "trunk", "callee_in",
+                                  "callee_out", "a_call_id")},
+            {"direction": "outbound", "source_peer": "pbx", "target_peer": "carrier",
+             "trunk": "carrier", "callee_in": "2125551234", "callee_out": "+12125551234",
+             "a_call_id": held.call_id(1)})
+        self.assertIsNotNone(call["answer"])
+        table = lab.sbc("calls", "--state-dir", lab.state_dir)
+        self.assertIn("pbx -> carrier", table.stdout)
+        self.assertIn("2125551234 -> +12125551234", table.stdout)
+        self.assertTrue(table.stdout.endswith("1 call in progress\n"), table.stdout)
+
+        release(held.call_id(1), (PBX, held.port))
+        held.check(self, 1, others=(carrier,))
+        carrier.check(self, 1, others=(held,))
+        lab.until(lambda s: value(s, "sbc_calls_active") == 0, "the call ended")
+        self.assertEqual(listed(), [])
 
     def test_reload_during_live_calls(self):
         """Reloads drop no live call, new calls use the new tables, a broken file changes none."""
