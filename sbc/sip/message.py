@@ -169,8 +169,8 @@ def _value(head, start):
 # there is nothing to split for; with one, splitting finds the exact fault.
 # Found by a search that stops only at line starts: about 2 µs for a kB.
 _BAD_LINE = re.compile(r"\r\n(?![ \t]|[^:\r\n \t]+[ \t]*:)")
-_NAMES = re.compile(r"\r\n([^:\r\n \t]+)[ \t]*:")
 _FOLD = (32, 9)  # SP, HTAB starting a continuation line
+_FOLD_TEXT = (" ", "\t")
 _LONG = {v: k for k, v in COMPACT.items()}
 
 
@@ -314,11 +314,28 @@ class Message:
         return self._defect
 
     def keys(self):
-        """The key of every header line, in order (no need to split an unsplit message)."""
-        if self._headers is None:
-            keys = _KEYS
-            return [keys.get(name) or header_key(name) for name in _NAMES.findall(self._text)]
-        return [item[0] for item in self._headers]
+        """The key of every header line, in order; None when a line is
+        malformed (`defect` then says which). An unsplit message stays so:
+        one pass over its lines, a third of what a regex visiting each costs."""
+        headers = self._headers
+        if headers is not None:
+            return None if self._defect is not None else [item[0] for item in headers]
+        known = _KEYS
+        out = []
+        for line in self._text.split("\r\n")[1:]:  # [0] is "": the text starts with CRLF
+            colon = line.find(":")
+            key = known.get(line[:colon]) if colon > 0 else None
+            if key is None:  # a continuation, another spelling, or no header at all
+                if line[:1] in _FOLD_TEXT:
+                    if not out:
+                        return None  # continues nothing
+                    continue
+                name = line[:colon].rstrip(_WS) if colon > 0 else ""
+                if not name or " " in name or "\t" in name:  # as _split_headers has it
+                    return None
+                key = header_key(name)
+            out.append(key)
+        return out
 
     # -- raw header access ---------------------------------------------------
     def get(self, name, default=None):

@@ -23,18 +23,17 @@ class Reject:
     headers: tuple = ()  # (name, value) to add to the response
 
 
-# Request-URIs and Contact values that passed lately, as ("ruri" | "contact",
-# text). In-dialog requests repeat them call after call (the Request-URI is
-# our own Contact, the Contact the peer's): parsing them again only to check
+# Request-URIs that passed lately. In-dialog requests repeat them call after
+# call (the Request-URI is our own Contact): parsing them again only to check
 # them was a few per cent of a call's CPU. Bounded: cleared when full.
 _PASSED = set()
 _PASSED_MAX = 4096
 
 
-def _passed(kind, text):
+def _passed(uri):
     if len(_PASSED) >= _PASSED_MAX:
         _PASSED.clear()
-    _PASSED.add((kind, text))
+    _PASSED.add(uri)
 
 
 def check_request(req, limits):
@@ -46,10 +45,10 @@ def check_request(req, limits):
 
 
 def _check(req, limits):
-    defect = req.defect
-    if defect is not None:
-        return Reject(defect.status, defect.reason)
     keys = req.keys()
+    if keys is None:
+        defect = req.defect
+        return Reject(defect.status, defect.reason)
     for key in MANDATORY:
         if key not in keys:
             return Reject(400, f"Missing {spell(key)} header")
@@ -63,17 +62,13 @@ def _check(req, limits):
     req.from_, req.to, req.cseq, req.max_forwards  # noqa: B018 - parse or raise
     if not req.call_id or " " in req.call_id:
         return Reject(400, "Invalid Call-ID header")
-    lines = req.get_all("contact")
-    if len(lines) != 1 or ("contact", lines[0]) not in _PASSED:
-        contacts = req.contacts
-        for contact in contacts:
-            if contact is STAR and (req.method != "REGISTER" or len(contacts) > 1):
-                return Reject(400, "Invalid wildcard Contact")
-        if len(lines) == 1 and STAR not in contacts:
-            _passed("contact", lines[0])
+    contacts = req.contacts
+    for contact in contacts:
+        if contact is STAR and (req.method != "REGISTER" or len(contacts) > 1):
+            return Reject(400, "Invalid wildcard Contact")
     absolute = False
     uri = req.uri
-    if ("ruri", uri) not in _PASSED:
+    if uri not in _PASSED:
         try:
             ruri = req.request_uri
         except ParseError as e:
@@ -82,7 +77,7 @@ def _check(req, limits):
             return Reject(400, "Headers in Request-URI")  # never expand them (RFC 4475 §3.1.2.11)
         absolute = isinstance(ruri, AbsoluteURI)
         if not absolute:
-            _passed("ruri", uri)
+            _passed(uri)
     if req.cseq.method != req.method:
         if req.method not in METHODS:
             return Reject(501, "Not Implemented")  # RFC 4475 §3.1.2.18 prefers 501

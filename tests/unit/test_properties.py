@@ -228,6 +228,32 @@ class RoundTripProperties(unittest.TestCase):
         self.assertEqual(msg.get("Subject"), value)
 
 
+# Header lines of every kind: known and unknown names in any case and
+# spacing, compact forms, continuations, and malformed lines (no colon, no
+# name, blanks or a lone CR/LF in the name).
+header_lines = st.one_of(
+    st.tuples(st.sampled_from(["Via", "via", "VIA", "v", "To", "t", "From", "Call-ID", "call-id",
+                               "i", "CSeq", "Contact", "m", "X-Foo", "x-foo", "Subject"]),
+              st.sampled_from(["", " ", "\t", "  "]), st.text("abc ;=:", max_size=6))
+    .map(lambda t: f"{t[0]}{t[1]}:{t[2]}"),
+    st.text("abc :", max_size=6).map(lambda v: " " + v),          # continuation
+    st.text("ab \t:\r\n", min_size=1, max_size=6).filter(lambda v: "\r\n" not in v),
+)
+
+
+class LineProperties(unittest.TestCase):
+    @BOUNDED
+    @given(st.lists(header_lines, max_size=8))
+    def test_keys_of_unsplit_and_split_agree(self, lines):
+        """keys() of an unsplit message equals the split one's, None exactly when a line is malformed."""
+        data = ("OPTIONS sip:a@b SIP/2.0\r\n" + "".join(line + "\r\n" for line in lines)
+                + "\r\n").encode()
+        unsplit, split = parse(data), parse(data)
+        split.headers  # noqa: B018 - the list, and its defect
+        self.assertEqual(unsplit.keys(), split.keys())
+        self.assertEqual(unsplit.keys() is None, unsplit.defect is not None)
+
+
 class StructuredProperties(unittest.TestCase):
     @BOUNDED
     @given(uris)
