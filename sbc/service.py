@@ -9,7 +9,7 @@ import os
 import random
 
 from twisted.application import internet, service
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, succeed
 from twisted.logger import Logger
 
 from . import config as cfg
@@ -324,6 +324,20 @@ def tune_gc():
     gc.set_threshold(50_000, 20, 100)
 
 
+class SBCService(service.MultiService):
+    """The whole SBC. Its parts stop one after another, the last started
+    first, each once the one before has finished: the B2BUA's last requests
+    (un-REGISTERs, and the answers to their challenges) still have the SIP
+    listeners, which stop last."""
+
+    def stopService(self):
+        service.Service.stopService(self)
+        done = succeed(None)
+        for part in reversed(list(self)):
+            done.addCallback(lambda _, part=part: part.stopService())
+        return done
+
+
 def make_service(config: cfg.Config, reactor, environ=None, metrics=None):
     """Build (not start) the whole SBC. Errors in files it reads are ConfigErrors."""
     environ = os.environ if environ is None else environ
@@ -332,7 +346,7 @@ def make_service(config: cfg.Config, reactor, environ=None, metrics=None):
     stack = make_stack(config)
     metrics.track_transactions(stack.transactions.active_counts, stack.transactions.created_counts)
     tls_server, tls_client = tls_contexts(config, state)
-    top = service.MultiService()
+    top = SBCService()
     sip = SIPService(stack, config.listeners, reactor=reactor, metrics=metrics,
                      limits=stack.limits, tcp=config.tcp, tls_server=tls_server,
                      tls_client=tls_client, timer_granularity=TIMER_GRANULARITY,

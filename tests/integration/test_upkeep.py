@@ -298,7 +298,7 @@ class RegistrationTests(Case):
         self.assertEqual(registers[0].get("contact"), f"<sip:alice@{host}:{sbc_port}>")
 
     def test_unregisters_on_sigterm(self):
-        """On SIGTERM sbc sends the carrier a REGISTER with Expires: 0 for its binding before it exits."""
+        """On SIGTERM sbc removes its binding (Expires: 0), answering the carrier's challenge to that too."""
         port = gateway_port()
         carrier = Carrier(self, self.directory, port)
         proc = self.start_sbc(port)
@@ -309,6 +309,7 @@ class RegistrationTests(Case):
         registers = requests(carrier.stop(), "REGISTER")
         removals = [m for m in registers if m.get("expires") == "0"]
         self.assertTrue(removals, f"no REGISTER with Expires: 0 among {[m.get('expires') for m in registers]}")
+        self.assertEqual([m.get("authorization") is not None for m in removals], [False, True])
         last = removals[-1]
         self.assertEqual(last.call_id, registers[0].call_id)
         self.assertEqual(str(last.to.uri), "sip:alice@carrier.example")
