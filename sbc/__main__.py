@@ -170,7 +170,7 @@ def run(args):
     from twisted.logger import Logger
 
     from .net.notify import Notifier, start_watchdog
-    from .service import make_service, tune_gc
+    from .service import calls_text, make_service, tune_gc
     from .sip.uri import hostport
 
     _logging(config.log_level)
@@ -219,12 +219,12 @@ def run(args):
             return
         draining.append(True)
         notifier.stopping()
-        calls = len(top.stack.calls.active)
-        if calls:
-            log.info("draining: {calls} calls in progress, new calls and OPTIONS answered 503; "
+        calls = calls_text(len(top.stack.calls.active))
+        if top.stack.calls.active:
+            log.info("draining: {calls} in progress, new calls and OPTIONS answered 503; "
                      "what is left is hung up in {timeout} s, or now on a second signal",
                      calls=calls, timeout=config.drain_timeout)
-            notifier.status(f"draining {calls} calls")
+            notifier.status(f"draining {calls}")
         trunking.drain(config.drain_timeout).addCallback(lambda _: stop())
 
     def stop():

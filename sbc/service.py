@@ -240,7 +240,7 @@ class Trunking(service.Service):
         self._drain_timer = None
         calls = self.stack.calls
         if calls.active:
-            log.info("hanging up {calls} calls still in progress", calls=len(calls.active))
+            log.info("hanging up {calls} still in progress", calls=calls_text(len(calls.active)))
             self.sip.execute(calls.end_all(self.reactor.seconds()))
         self._check_drained()
 
@@ -322,6 +322,11 @@ def tune_gc():
     start-up created (modules, config, tables)."""
     gc.freeze()
     gc.set_threshold(50_000, 20, 100)
+
+
+def calls_text(n):
+    """'1 call', '2 calls': for log lines."""
+    return f"{n} call" if n == 1 else f"{n} calls"
 
 
 class SBCService(service.MultiService):
