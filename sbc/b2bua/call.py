@@ -659,12 +659,15 @@ class Calls:
         a = call.a
         if call.state == "ended" and status >= 300:
             return []  # the call is over; the transaction ACKs it
+        # A call cancelled, or ended (Timer C, a stop) before this leg had a
+        # provisional answer, could not CANCEL it then (RFC 3261 §9.1): now it can.
+        over = call.cancelled or call.state == "ended"
         if status == 100:
             b.provisional = True
-            return self._send_cancel(b, now) if call.cancelled else []
+            return self._send_cancel(b, now) if over else []
         if status < 200:
             b.provisional = True
-            if call.cancelled:
+            if over:
                 return self._send_cancel(b, now)
             if call.ringing is None:
                 call.ringing = now

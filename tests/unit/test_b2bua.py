@@ -509,6 +509,18 @@ class DrainTests(DialogTests):
         [ended] = [e for e in out if isinstance(e, CallEnded)]
         self.assertEqual((ended.call.final_code, ended.call.reason), (503, "shutdown"))
 
+    def test_end_all_before_any_provisional(self):
+        """A call ended before the carrier said anything is CANCELled once it does (RFC 3261 §9.1)."""
+        _, _, b = self.start()
+        self.stack.drain(5.0)
+        out = self.stack.calls.end_all(1.0)
+        self.assertEqual(self.sends(out, GW1), [])  # no CANCEL before a provisional response
+        out = self.feed(self.answer(b, 100), GW1)
+        self.assertEqual([m.method for m in self.sends(out, GW1)], ["CANCEL"])
+        out = self.feed(self.answer(b, 487), GW1)
+        self.assertEqual([m.method for m in self.sends(out, GW1)], ["ACK"])
+        self.assertEqual(self.sends(out, PBX), [])  # the caller had its 503 already
+
     def test_end_all_without_drain(self):
         """A stop without a drain still ends every call, the ringing one with a bare 503."""
         _, _, b = self.start()
