@@ -853,9 +853,10 @@ class Calls:
             b.remote_target = str(contacts[0].uri)
             try:
                 dest = gateway_peer(b.remote_target)
-                b.dest = Peer(dest.transport, dest.host, dest.port)
             except ParseError:
-                pass
+                dest = None
+            if dest is not None and ip_literal(dest.host):  # a name is not resolved in a dialog:
+                b.dest = Peer(dest.transport, dest.host, dest.port)  # else where the INVITE went
         rr = resp.values("record-route")
         if rr:
             b.route_set = list(reversed(rr))

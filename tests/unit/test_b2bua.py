@@ -318,6 +318,15 @@ class DialogTests(Case):
         out = self.feed(self.answer(info, 200), GW1)
         self.assertEqual([m.status for m in self.sends(out, PBX)], [200])
 
+    def test_contact_not_an_address(self):
+        """A carrier Contact whose host is no IP address (a name, or 999.0.0.3) keeps the dialog on the gateway."""
+        answer = self.answer
+        self.answer = lambda *a, **k: answer(*a, **k).replace(b"@127.0.0.3:5060>", b"@999.0.0.3:5060>")
+        b, a_tag = self.established()
+        out = self.feed(self.pbx_request("BYE", 21, a_tag, "z9hG4bKbye"), PBX)
+        [bye] = self.sends(out, GW1)  # to the gateway the INVITE went to
+        self.assertEqual(bye.uri, "sip:gw@999.0.0.3:5060")
+
     def test_max_duration(self):
         """At max_call_duration both legs get a BYE and the call ends as max_duration."""
         self.established()
