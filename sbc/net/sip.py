@@ -18,12 +18,12 @@ from ..errors import ParseError
 from ..sip.effects import Drop, Peer, Send, ip_literal
 from ..sip.framing import PING, PONG, StreamFramer
 from ..sip.message import Request, parse
+from ..sip.stack import UDP_MAX
 from ..sip.uri import hostport
 from . import rcvbuf
 from .tls import HandshakeTracking, is_handshake_failure, peer_names
 
 _ids = itertools.count(1)
-UDP_MAX = 65507  # the largest UDP payload over IPv4
 
 
 def _host(host):

@@ -27,6 +27,7 @@ from .validate import Reject, check_request, check_response
 # RFC 3261 §18.1.1: a request within 200 bytes of the path MTU (1500 assumed)
 # goes over a congestion-controlled transport instead of UDP.
 UDP_MAX_REQUEST = 1300
+UDP_MAX = 65507  # the largest UDP payload over IPv4
 
 
 # Transaction bookkeeping the shell has no use for.
@@ -304,7 +305,10 @@ class Stack:
         dest = reply_to(req, source)
         if _never_send_to(dest.host):
             return [Drop("broadcast", source.transport)]
-        return [Send(self._response(req, verdict, server), dest)]
+        resp = self._response(req, verdict, server)
+        if dest.transport == "udp" and len(bytes(resp)) > UDP_MAX:  # a datagram's worth of Via
+            return [Drop("too_large", source.transport)]
+        return [Send(resp, dest)]
 
     def _screened(self, req, effects, source):
         """What the guard decided; a Reject is answered bare (no Server header:

@@ -2,6 +2,7 @@
 
 from twisted.trial import unittest
 
+from sbc.errors import ParseError
 from sbc.sip.effects import Drop, Peer, Send, ip_literal
 from sbc.sip.message import Request, parse
 from sbc.sip.stack import UDP_MAX_REQUEST, Stack, reply_to, stamp_via, transport_for
@@ -63,6 +64,14 @@ class ReceiveTests(unittest.TestCase):
         bad = Peer("udp", "255.255.255.255", 5060, 1)
         out = self.stack.received(options(extra="Max-Forwards: 1\r\n"), bad, 0.0)
         self.assertEqual(out, [Drop("broadcast", "udp")])
+
+    def test_no_reply_too_large_for_udp(self):
+        """A 400 that would echo more than 64 KiB of Via lines is dropped as too_large, never sent."""
+        via = "Via: SIP/2.0/UDP 192.0.2.10:5070;branch=z9hG4bK" + "x" * 7500 + "\r\n"
+        data = f"OPTIONS sip:a@b SIP/2.0\r\n{via * 9}CSeq: 1 OPTIONS\r\n".encode()
+        with self.assertRaises(ParseError) as cm:  # no blank line: incomplete
+            parse(data)
+        self.assertEqual(self.stack.malformed(cm.exception, UDP_SRC, 0.0), [Drop("too_large", "udp")])
 
     def test_unparseable_response_dropped(self):
         """A response whose Via is broken is dropped and counted as unparseable."""
