@@ -28,12 +28,8 @@ def run(args, state_dir, out, err):
     method = {"list": "GET", "add": "POST", "lift": "DELETE"}[args.action]
     if args.action == "add" and args.seconds is not None:
         target += f"?seconds={args.seconds:g}"
-    answer = request(state_dir, method, target, err)
-    if answer is None:
-        return 1
-    status, body = answer
-    if status != 200:
-        print(body.strip(), file=err)
+    body = request(state_dir, method, target, err)
+    if body is None:
         return 1
     if args.action != "list":
         print(body.strip(), file=out)

@@ -37,12 +37,8 @@ def format_table(calls, now):
 
 
 def run(args, state_dir, out, err):
-    answer = request(state_dir, "GET", "/calls", err)
-    if answer is None:
-        return 1
-    status, body = answer
-    if status != 200:
-        print(body.strip(), file=err)
+    body = request(state_dir, "GET", "/calls", err)
+    if body is None:
         return 1
     calls = json.loads(body)
     if args.format == "json":

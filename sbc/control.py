@@ -22,16 +22,20 @@ class _UnixConnection(http.client.HTTPConnection):
 
 
 def request(state_dir, method, target, err):
-    """(status, body text) of one request; None after printing why to `err`
-    when the running sbc cannot be reached."""
+    """The body text of a 200 answer to one request; None after printing to
+    `err` why there is none (the running sbc cannot be reached, or said no)."""
     path = f"{state_dir}/{SOCKET}"
     conn = _UnixConnection(path)
     try:
         conn.request(method, target)
         answer = conn.getresponse()
-        return answer.status, answer.read().decode()
+        status, body = answer.status, answer.read().decode()
     except OSError as e:
         print(f"cannot reach the running sbc at {path}: {e}", file=err)
         return None
     finally:
         conn.close()
+    if status != 200:
+        print(body.strip(), file=err)
+        return None
+    return body

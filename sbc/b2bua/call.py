@@ -359,17 +359,19 @@ class Calls:
             return self.stack.respond(event.txn, self._reply(req, 400, e.reason), now)
         if req.max_forwards == 0:
             return self.stack.respond(event.txn, self._reply(req, 483, "Too Many Hops"), now)
+        shed = None  # (status, reason, headers, limit): refused before any work is done for it
         if self.stack.draining is not None:  # a stop is coming: new calls go elsewhere
             reject = self.stack.unavailable(now)
-            reply = self._reply(req, reject.status, reject.reason, reject.headers)
-            refused = Refused(source.name, "in", "draining")
-            return early + [refused] + self.stack.respond(event.txn, reply, now)
-        if self.overload is not None:
+            shed = (reject.status, reject.reason, reject.headers, "draining")
+        elif self.overload is not None:
             refusal = self.overload.check(len(self.active))
-            if refusal is not None:  # shed load before doing any work for it
-                reply = self._reply(req, refusal.status, refusal.reason, _retry_after(refusal))
-                refused = Refused(source.name, "in", "overload_" + refusal.limit)
-                return early + [refused] + self.stack.respond(event.txn, reply, now)
+            if refusal is not None:
+                shed = (refusal.status, refusal.reason, _retry_after(refusal),
+                        "overload_" + refusal.limit)
+        if shed is not None:
+            status, reason, headers, limit = shed
+            reply = self._reply(req, status, reason, headers)
+            return early + [Refused(source.name, "in", limit)] + self.stack.respond(event.txn, reply, now)
         decision = self.router.route(source, callee_in, self.available)
         call = Call(self.ids.call_id(), source, decision, now)
         call.callee_in, call.caller_in = callee_in, caller_in

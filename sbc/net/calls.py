@@ -4,19 +4,17 @@ import json
 
 from twisted.web.resource import Resource
 
-from .records import direction_of
+from .records import cdr_of
+
+# The CDR fields that mean something before the call ends.
+LIVE = ("id", "direction", "source_peer", "target_peer", "trunk", "caller_in", "callee_in",
+        "caller_out", "callee_out", "start", "answer", "a_call_id", "b_call_id")
 
 
 def live_of(call):
-    """One call in progress, JSON-ready: who, what numbers, since when."""
-    direction, trunk = direction_of(call)
-    target = call.target_peer
-    return {"id": call.id, "state": call.state, "direction": direction,
-            "source_peer": call.source.name, "target_peer": target.name if target else "",
-            "trunk": trunk, "caller_in": call.caller_in, "callee_in": call.callee_in,
-            "caller_out": call.caller_out, "callee_out": call.callee_out,
-            "start": call.start, "answer": call.answer, "a_call_id": call.a.call_id,
-            "b_call_id": call.b.call_id if call.b is not None else ""}
+    """One call in progress, JSON-ready: its state and its CDR so far."""
+    cdr = cdr_of(call)
+    return {"state": call.state, **{name: getattr(cdr, name) for name in LIVE}}
 
 
 class CallsResource(Resource):

@@ -159,6 +159,8 @@ class FloodTests(AdmissionTestCase):
         self.assertIn(FLOODER, listed.stdout)
         self.assertIn("rate", listed.stdout)
         self.assertNotIn(PBX, listed.stdout)
+        refused = lab.sbc("bans", "--state-dir", lab.state_dir, "lift", PBX)  # sbc says no
+        self.assertEqual((refused.returncode, refused.stderr.strip()), (1, f"{PBX} is not banned"))
 
         for uac in (during, after):
             for row in self.cdrs(uac, range(1, self.CALLS + 1)).values():
