@@ -223,6 +223,11 @@ def address_fast(quoted, tokens, scheme, user, host, port, un1, uv1, un2, uv2, u
     return address
 
 
+def new_cseq(pair):
+    """CSeq from a (seq, method) tuple (message.py's native path), without CSeq's __new__."""
+    return _tuple(CSeq, pair)
+
+
 def cseq_fast(seq, method):
     """A CSeq from CSEQ_FAST's groups; None if they need the general path."""
     if seq is None:

@@ -11,11 +11,20 @@ round-trips exactly; set() on an unsplit message rewrites one line in place.
 bench/parse.py measures all of this against sippy and a naive split.
 """
 
+import os
 import re
 from dataclasses import dataclass
 
 from ..errors import ParseError
 from . import headers as h
+from . import uri as u
+
+try:  # the native fast path, when it was built (setup.py) and not turned off
+    from . import _fast
+except ImportError:
+    _fast = None
+if os.environ.get("SBC_NATIVE") == "0":
+    _fast = None
 
 COMPACT = {
     "i": "call-id", "m": "contact", "e": "content-encoding", "l": "content-length",
@@ -229,6 +238,21 @@ _CALL_ID = _find_parsed("call-id", "([!-~]+)")  # printable, no space: any usual
 _ANOTHER_CONTENT_LENGTH = _FIND["content-length"].search
 
 
+class _Names(dict):
+    """key -> its names as _fast looks for them: (b"from", b"f")."""
+
+    def __missing__(self, key):
+        names = self[key] = tuple(n.encode() for n in [key] + ([_LONG[key]] if key in _LONG else []))
+        return names
+
+
+_NAMES = _Names()
+_N_VIA, _N_FROM, _N_TO, _N_CONTACT, _N_CSEQ, _N_CALL_ID, _N_CONTENT_LENGTH = (
+    _NAMES[k] for k in ("via", "from", "to", "contact", "cseq", "call-id", "content-length"))
+if _fast is not None:
+    _fast.bind(u.SIPURI, h.Address, h.Via)
+
+
 def _same(value):
     return value
 
@@ -350,6 +374,10 @@ class Message:
         headers = self._headers
         if headers is None:
             text = self._text
+            if _fast is not None:
+                value = _fast.value(text, _NAMES[key])
+                if value is not False:  # False: folded, joined below
+                    return value
             m = _FIND[key].search(text)
             return None if m is None else _text_value(text, m.end())
         for k, _, value in headers:
@@ -422,19 +450,23 @@ class Message:
         (what a relaying SBC does to most messages). False if the header is
         absent, repeated or folded: the caller takes the general path."""
         text = self._text
-        search = _FIND[key].search
-        m = search(text)
-        if m is None:
-            return False
-        colon = m.end()  # just past the ':'
-        end = text.find("\r\n", colon)
-        if end < 0:
-            end = len(text)
-        elif text[end + 2] in " \t":
-            return False
-        if search(text, end) is not None:
-            return False
-        start = m.start() + 2
+        found = None if _fast is None else _fast.line(text, _NAMES[key])
+        if found is not None:
+            start, colon, end = found
+        else:
+            search = _FIND[key].search
+            m = search(text)
+            if m is None:
+                return False
+            colon = m.end()  # just past the ':'
+            end = text.find("\r\n", colon)
+            if end < 0:
+                end = len(text)
+            elif text[end + 2] in " \t":
+                return False
+            if search(text, end) is not None:
+                return False
+            start = m.start() + 2
         line = text[start:colon - 1].rstrip(" \t") + ": " + value
         at = self._at
         if text.isascii():
@@ -509,6 +541,11 @@ class Message:
         cache = self._cache
         value = cache.get("call-id")
         if value is None:
+            if _fast is not None and self._headers is None:
+                value = _fast.token(self._text, _N_CALL_ID, False)
+                if value is not None:
+                    cache["call-id"] = value
+                    return value
             m = None if self._headers is not None else _CALL_ID.search(self._text)
             value = None if m is None else m.group(1)
             if value is None:
@@ -521,6 +558,11 @@ class Message:
         cache = self._cache
         value = cache.get("cseq")
         if value is None:
+            if _fast is not None and self._headers is None:
+                value = _fast.cseq(self._text, _N_CSEQ)
+                if value is not None:
+                    value = cache["cseq"] = h.new_cseq(value)
+                    return value
             m = None if self._headers is not None else _CSEQ.search(self._text)
             value = None if m is None else h.cseq_fast(*m.groups())
             if value is None:
@@ -533,6 +575,11 @@ class Message:
         cache = self._cache
         value = cache.get("from")
         if value is None:
+            if _fast is not None and self._headers is None:
+                value = _fast.address(self._text, _N_FROM, False)
+                if value is not None:
+                    cache["from"] = value
+                    return value
             m = None if self._headers is not None else _FROM.search(self._text)
             value = None if m is None else h.address_fast(*m.groups())
             if value is None:
@@ -545,6 +592,11 @@ class Message:
         cache = self._cache
         value = cache.get("to")
         if value is None:
+            if _fast is not None and self._headers is None:
+                value = _fast.address(self._text, _N_TO, False)
+                if value is not None:
+                    cache["to"] = value
+                    return value
             m = None if self._headers is not None else _TO.search(self._text)
             value = None if m is None else h.address_fast(*m.groups())
             if value is None:
@@ -566,6 +618,11 @@ class Message:
         cache = self._cache
         value = cache.get("via")
         if value is None:
+            if _fast is not None and self._headers is None:
+                value = _fast.via(self._text, _N_VIA)
+                if value is not None:
+                    cache["via"] = value
+                    return value
             m = None if self._headers is not None else _VIA.search(self._text)
             value = None if m is None else h.via_fast(*m.groups())
             if value is None:
@@ -607,6 +664,11 @@ class Message:
         if value is None:
             if self._headers is None:  # the usual one line with one name-addr: one match
                 text = self._text
+                if _fast is not None:
+                    one = _fast.address(text, _N_CONTACT, True)
+                    if one is not None:
+                        value = cache["contact"] = [one]
+                        return value
                 m = _CONTACT.search(text)
                 if m is None:
                     value = []
@@ -845,6 +907,29 @@ def _partial(start, text, limits):
     return msg
 
 
+def _content_length(text, msg, datagram):
+    """The Content-Length digits; None when absent in a datagram (the rest
+    is the body). Raises ParseError when absent from a stream, repeated with
+    other values, or not digits."""
+    found = _CONTENT_LENGTH.search(text)
+    if found is None:
+        if not datagram:
+            raise ParseError("Missing Content-Length header", partial=msg, kind="content_length")
+        return None
+    value = found.group(1)  # the usual digits, or None
+    if value is None:
+        value = _text_value(text, found.end())
+        digits = value.isdigit() and value.isascii()
+    else:
+        digits = True
+    if _ANOTHER_CONTENT_LENGTH(text, found.end()) is not None and any(
+            v != value for v in msg.get_all("content-length")):
+        raise ParseError("Conflicting Content-Length headers", partial=msg, kind="content_length")
+    if not digits:
+        raise ParseError("Invalid Content-Length header", partial=msg, kind="content_length")
+    return value
+
+
 def parse(data, limits=DEFAULT_LIMITS, datagram=True):
     """Parse one message. For a datagram, bytes after Content-Length are ignored
     (RFC 3261 §18.3) and a missing Content-Length means "the rest"; a stream
@@ -906,23 +991,13 @@ def parse(data, limits=DEFAULT_LIMITS, datagram=True):
     if len(data) > limits.max_message_size:
         raise ParseError("Message Too Large", 513, partial=msg, kind="too_large")
     body_start = end + 4
-    found = _CONTENT_LENGTH.search(text)
-    if found is None:
-        if not datagram:
-            raise ParseError("Missing Content-Length header", partial=msg, kind="content_length")
+    # The usual one Content-Length of plain digits, natively; else the searches.
+    value = None if _fast is None else _fast.token(text, _N_CONTENT_LENGTH, True)
+    if value is None or not value.isdigit():
+        value = _content_length(text, msg, datagram)
+    if value is None:
         body = data[body_start:]
     else:
-        value = found.group(1)  # the usual digits, or None
-        if value is None:
-            value = _text_value(text, found.end())
-            digits = value.isdigit() and value.isascii()
-        else:
-            digits = True
-        if _ANOTHER_CONTENT_LENGTH(text, found.end()) is not None and any(
-                v != value for v in msg.get_all("content-length")):
-            raise ParseError("Conflicting Content-Length headers", partial=msg, kind="content_length")
-        if not digits:
-            raise ParseError("Invalid Content-Length header", partial=msg, kind="content_length")
         length = int(value) if len(value) <= 10 else limits.max_body_size + 1
         if length > limits.max_body_size:
             raise ParseError("Request Entity Too Large", 413, partial=msg, kind="too_large")

@@ -1,0 +1,551 @@
+/* Optional native fast path for message.py's header accessors.
+ *
+ * Each function finds the first line of a header in a message's unsplit
+ * header text (a str starting with the CRLF that ends the start line) and
+ * parses its value when it has the usual shape, exactly as the regex fast
+ * paths in message.py/headers.py/uri.py would. Anything else (another
+ * shape, a folded line, a wide str, no such header) returns None and the
+ * pure Python path decides: this module may decline more often, never
+ * answer differently (tests/test_fast.py compares the two on generated
+ * headers). It reads only within the str it is given.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+
+/* Character classes, one bit each. */
+#define ALNUM 0x01  /* A-Za-z0-9 */
+#define HOST 0x02   /* A-Za-z0-9 - . */
+#define USER 0x04   /* A-Za-z0-9 - _ . ! ~ * ' ( ) & = + $ , ; ? / % */
+#define UPARAM 0x08 /* A-Za-z0-9 - _ . ! ~ * ' ( ) & + $ [ ] / : % */
+#define TOKEN 0x10  /* A-Za-z0-9 - . ! % * _ + ` ' ~ */
+#define VALUE 0x20  /* TOKEN : [ ] */
+#define PRINT 0x40  /* ! to ~ */
+#define ALPHA 0x80  /* A-Za-z */
+
+static unsigned char cls[256];
+
+static void
+classes(void)
+{
+    int c;
+    const char *p;
+    for (c = 0; c < 256; c++) {
+        int alpha = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z');
+        int alnum = alpha || (c >= '0' && c <= '9');
+        cls[c] = (alnum ? ALNUM | HOST | USER | UPARAM | TOKEN | VALUE : 0)
+                 | (alpha ? ALPHA : 0) | (c >= '!' && c <= '~' ? PRINT : 0);
+    }
+    for (p = "-."; *p; p++) cls[(unsigned char)*p] |= HOST;
+    for (p = "-_.!~*'()&=+$,;?/%"; *p; p++) cls[(unsigned char)*p] |= USER;
+    for (p = "-_.!~*'()&+$[]/:%"; *p; p++) cls[(unsigned char)*p] |= UPARAM;
+    for (p = "-.!%*_+`'~"; *p; p++) cls[(unsigned char)*p] |= TOKEN | VALUE;
+    for (p = ":[]"; *p; p++) cls[(unsigned char)*p] |= VALUE;
+}
+
+/* The text being read: 1-byte str data and its length. */
+typedef struct {
+    PyObject *str;
+    const unsigned char *s;
+    Py_ssize_t n;
+} Text;
+
+static int
+text_of(PyObject *obj, Text *t)
+{
+    if (!PyUnicode_Check(obj) || PyUnicode_READY(obj) < 0
+        || PyUnicode_KIND(obj) != PyUnicode_1BYTE_KIND)
+        return 0;
+    t->str = obj;
+    t->s = PyUnicode_1BYTE_DATA(obj);
+    t->n = PyUnicode_GET_LENGTH(obj);
+    return 1;
+}
+
+#define AT(t, i) ((i) < (t)->n ? (t)->s[i] : 0)
+
+static Py_ssize_t
+span(const Text *t, Py_ssize_t i, unsigned char mask)
+{
+    while (i < t->n && (cls[t->s[i]] & mask)) i++;
+    return i;
+}
+
+/* Where the value of the first header line called one of `names` (a tuple
+ * of lower-case ASCII bytes) starts, after the colon and blanks; -1 if none.
+ * `from` is where to start looking for the CRLF before the name. */
+static Py_ssize_t
+find_at(const Text *t, PyObject *names, Py_ssize_t from, Py_ssize_t *line_start, Py_ssize_t *colon)
+{
+    Py_ssize_t i = from, count = PyTuple_GET_SIZE(names);
+    while (i + 1 < t->n) {
+        const unsigned char *cr = memchr(t->s + i, '\r', t->n - i - 1);
+        if (cr == NULL) return -1;
+        i = cr - t->s;
+        if (t->s[i + 1] != '\n') { i++; continue; }
+        Py_ssize_t line = i + 2, k;
+        for (k = 0; k < count; k++) {
+            PyObject *name = PyTuple_GET_ITEM(names, k);
+            const char *nm = PyBytes_AS_STRING(name);
+            Py_ssize_t len = PyBytes_GET_SIZE(name), j;
+            if (line + len >= t->n) continue;
+            for (j = 0; j < len; j++) {
+                unsigned char c = t->s[line + j];
+                if (c >= 'A' && c <= 'Z') c += 32;
+                if (c != (unsigned char)nm[j]) break;
+            }
+            if (j < len) continue;
+            j = line + len;
+            while (j < t->n && (t->s[j] == ' ' || t->s[j] == '\t')) j++;
+            if (j < t->n && t->s[j] == ':') {
+                *line_start = line;
+                *colon = ++j;
+                while (j < t->n && (t->s[j] == ' ' || t->s[j] == '\t')) j++;
+                return j;
+            }
+        }
+        i = line;
+    }
+    return -1;
+}
+
+static Py_ssize_t
+find(const Text *t, PyObject *names, Py_ssize_t from)
+{
+    Py_ssize_t line, colon;
+    return find_at(t, names, from, &line, &colon);
+}
+
+/* Blanks, then the end of the text or a CRLF that no continuation line
+ * follows: the value ended at `i`. */
+static int
+line_ends(const Text *t, Py_ssize_t i)
+{
+    while (i < t->n && (t->s[i] == ' ' || t->s[i] == '\t')) i++;
+    if (i == t->n) return 1;
+    if (i + 1 < t->n && t->s[i] == '\r' && t->s[i + 1] == '\n') {
+        unsigned char c = AT(t, i + 2);
+        return c != ' ' && c != '\t';
+    }
+    return 0;
+}
+
+/* Where the line holding `i` ends (its CRLF, or the end of the text); -1
+ * when a continuation line follows. */
+static Py_ssize_t
+line_end(const Text *t, Py_ssize_t i)
+{
+    for (;;) {
+        const unsigned char *cr = i < t->n ? memchr(t->s + i, '\r', t->n - i) : NULL;
+        if (cr == NULL) return t->n;
+        i = cr - t->s;
+        if (AT(t, i + 1) == '\n') {
+            unsigned char c = AT(t, i + 2);
+            return c == ' ' || c == '\t' ? -1 : i;
+        }
+        i++;
+    }
+}
+
+static PyObject *
+sub(const Text *t, Py_ssize_t a, Py_ssize_t b)
+{
+    return PyUnicode_Substring(t->str, a, b);
+}
+
+/* ;name[=value] params from `*at` while they are there, as a new list of
+ * (name, value|None); NULL with no error set when one is malformed (a ';'
+ * or '=' with nothing after it). */
+static PyObject *
+params(const Text *t, Py_ssize_t *at, unsigned char names, unsigned char values)
+{
+    Py_ssize_t i = *at;
+    PyObject *out = PyList_New(0);
+    if (out == NULL) return NULL;
+    while (i < t->n && t->s[i] == ';') {
+        Py_ssize_t a = i + 1, b = span(t, a, names), c, d;
+        PyObject *name, *value, *item;
+        if (b == a) goto decline;
+        c = d = b;
+        if (AT(t, b) == '=') {
+            c = b + 1;
+            d = span(t, c, values);
+            if (d == c) goto decline;
+        }
+        name = sub(t, a, b);
+        if (name == NULL) goto fail;
+        if (d > b) {
+            value = sub(t, c, d);
+            if (value == NULL) { Py_DECREF(name); goto fail; }
+        } else {
+            value = Py_NewRef(Py_None);
+        }
+        item = PyTuple_Pack(2, name, value);
+        Py_DECREF(name);
+        Py_DECREF(value);
+        if (item == NULL || PyList_Append(out, item) < 0) { Py_XDECREF(item); goto fail; }
+        Py_DECREF(item);
+        i = d;
+    }
+    *at = i;
+    return out;
+decline:  /* no error set: the caller declines */
+fail:
+    Py_DECREF(out);
+    return NULL;
+}
+
+/* A host as HOST_FAST has it: alphanumerics at both ends, '-' and '.'
+ * between. Returns its end, or -1. */
+static Py_ssize_t
+host(const Text *t, Py_ssize_t i)
+{
+    Py_ssize_t e = span(t, i, HOST);
+    if (e == i || !(cls[t->s[i]] & ALNUM) || !(cls[t->s[e - 1]] & ALNUM)) return -1;
+    return e;
+}
+
+/* An optional :port of 1 to 5 digits up to 65535. Returns 1 and sets *port
+ * (0: absent) and *at, or 0. */
+static int
+port(const Text *t, Py_ssize_t *at, long *value)
+{
+    Py_ssize_t i = *at, j;
+    long v = 0;
+    *value = 0;
+    if (AT(t, i) != ':') return 1;
+    for (j = i + 1; j < t->n && t->s[j] >= '0' && t->s[j] <= '9'; j++) {
+        if (j - i > 5) return 0;
+        v = v * 10 + (t->s[j] - '0');
+    }
+    if (j == i + 1 || v > 65535) return 0;
+    *value = v == 0 ? -1 : v;  /* -1: port 0, present */
+    *at = j;
+    return 1;
+}
+
+static PyObject *
+port_object(long value)
+{
+    if (value == 0) return Py_NewRef(Py_None);
+    return PyLong_FromLong(value < 0 ? 0 : value);
+}
+
+/* Bound by bind(): the classes to build and their slot names. */
+static PyObject *SIPURI_t, *Address_t, *Via_t;
+static PyObject *s_scheme, *s_user, *s_password, *s_host, *s_port, *s_params,
+    *s_headers, *s_uri, *s_display, *s_transport;
+
+static PyObject *
+new_of(PyObject *type)
+{
+    static PyObject *empty;
+    if (empty == NULL && (empty = PyTuple_New(0)) == NULL) return NULL;
+    return PyBaseObject_Type.tp_new((PyTypeObject *)type, empty, NULL);
+}
+
+/* Set the attributes names[k] = values[k] of a new `type`; the values are
+ * borrowed. NULL if any is NULL (its error already set) or a step fails. */
+static PyObject *
+build(PyObject *type, int count, PyObject *const *names, PyObject *const *values)
+{
+    int k;
+    PyObject *obj;
+    for (k = 0; k < count; k++)
+        if (values[k] == NULL) return NULL;
+    if ((obj = new_of(type)) == NULL) return NULL;
+    for (k = 0; k < count; k++)
+        if (PyObject_SetAttr(obj, names[k], values[k]) < 0) { Py_DECREF(obj); return NULL; }
+    return obj;
+}
+
+static void
+release(int count, PyObject **values)
+{
+    int k;
+    for (k = 0; k < count; k++) Py_XDECREF(values[k]);
+}
+
+/* <sip:...>, the SIP_FAST shape, from `*at` (just after '<') to '>'. */
+static PyObject *
+sip_uri(const Text *t, Py_ssize_t *at)
+{
+    Py_ssize_t i = *at, sa = i, se, ua = -1, ue = -1, ha, he;
+    long portv;
+    PyObject *uri, *uparams;
+    if (i + 4 > t->n || memcmp(t->s + i, "sip", 3) != 0) return NULL;
+    i += 3;
+    if (t->s[i] == 's') i++;
+    if (AT(t, i) != ':') return NULL;
+    se = i++;
+    {
+        Py_ssize_t e = span(t, i, USER);
+        if (e > i && AT(t, e) == '@') { ua = i; ue = e; i = e + 1; }
+    }
+    ha = i;
+    if ((he = host(t, i)) < 0) return NULL;
+    i = he;
+    if (!port(t, &i, &portv)) return NULL;
+    uparams = params(t, &i, UPARAM, UPARAM);
+    if (uparams == NULL) return NULL;
+    if (AT(t, i) != '>') { Py_DECREF(uparams); return NULL; }
+    *at = i + 1;
+    {
+        PyObject *names[] = {s_scheme, s_user, s_password, s_host, s_port, s_params, s_headers};
+        PyObject *values[] = {sub(t, sa, se), ua < 0 ? Py_NewRef(Py_None) : sub(t, ua, ue),
+                              Py_NewRef(Py_None), sub(t, ha, he), port_object(portv), uparams,
+                              Py_NewRef(Py_None)};
+        uri = build(SIPURI_t, 7, names, values);
+        release(7, values);
+    }
+    return uri;
+}
+
+static int
+names_arg(PyObject *names)
+{
+    Py_ssize_t k;
+    if (!PyTuple_Check(names)) return 0;
+    for (k = 0; k < PyTuple_GET_SIZE(names); k++)
+        if (!PyBytes_Check(PyTuple_GET_ITEM(names, k))) return 0;
+    return 1;
+}
+
+static int
+bound(void)
+{
+    if (SIPURI_t == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "_fast.bind() was not called");
+        return 0;
+    }
+    return 1;
+}
+
+/* address(text, names, only) -> Address or None. `only`: None also when
+ * another line of the same header follows (Contact: the one element). */
+static PyObject *
+fast_address(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Text t;
+    Py_ssize_t i, da = -1, de = -1;
+    PyObject *uri, *hparams, *addr;
+    if (nargs != 3 || !names_arg(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "address(text, names, only)");
+        return NULL;
+    }
+    if (!bound()) return NULL;
+    if (!text_of(args[0], &t) || (i = find(&t, args[1], 0)) < 0) Py_RETURN_NONE;
+    if (AT(&t, i) == '"') {
+        Py_ssize_t j = i + 1;
+        while (j < t.n && t.s[j] != '"' && t.s[j] != '\\' && t.s[j] != '\r' && t.s[j] != '\n') j++;
+        if (AT(&t, j) != '"') Py_RETURN_NONE;
+        da = i + 1; de = j;
+        i = j + 1;
+        if (AT(&t, i) == ' ') i++;
+    } else if (cls[AT(&t, i)] & TOKEN) {
+        Py_ssize_t j = span(&t, i, TOKEN);
+        while (AT(&t, j) == ' ' && (cls[AT(&t, j + 1)] & TOKEN)) j = span(&t, j + 1, TOKEN);
+        da = i; de = j;
+        i = j;
+        if (AT(&t, i) == ' ') i++;
+    }
+    if (AT(&t, i) != '<') Py_RETURN_NONE;
+    i++;
+    uri = sip_uri(&t, &i);
+    if (uri == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    hparams = params(&t, &i, TOKEN, VALUE);
+    if (hparams == NULL) {
+        Py_DECREF(uri);
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    if (!line_ends(&t, i) || (args[2] != Py_None && PyObject_IsTrue(args[2])
+                              && find(&t, args[1], i) >= 0)) {
+        Py_DECREF(uri);
+        Py_DECREF(hparams);
+        Py_RETURN_NONE;
+    }
+    {
+        PyObject *names[] = {s_uri, s_display, s_params};
+        PyObject *values[] = {uri, da < 0 ? Py_NewRef(Py_None) : sub(&t, da, de), hparams};
+        addr = build(Address_t, 3, names, values);
+        release(3, values);
+    }
+    return addr;
+}
+
+/* via(text, names) -> the first Via (its first line holding one value) or None. */
+static PyObject *
+fast_via(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Text t;
+    Py_ssize_t i, ta, te, ha, he;
+    long portv;
+    char upper[16];
+    PyObject *vparams, *via;
+    if (nargs != 2 || !names_arg(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "via(text, names)");
+        return NULL;
+    }
+    if (!bound()) return NULL;
+    if (!text_of(args[0], &t) || (i = find(&t, args[1], 0)) < 0) Py_RETURN_NONE;
+    if (i + 8 > t.n || memcmp(t.s + i, "SIP/2.0/", 8) != 0) Py_RETURN_NONE;
+    ta = i + 8;
+    te = span(&t, ta, ALPHA);
+    if (te == ta || te - ta >= (Py_ssize_t)sizeof(upper) || AT(&t, te) != ' ') Py_RETURN_NONE;
+    for (i = ta; i < te; i++) upper[i - ta] = (char)Py_TOUPPER(t.s[i]);
+    ha = te + 1;
+    if ((he = host(&t, ha)) < 0) Py_RETURN_NONE;
+    i = he;
+    if (!port(&t, &i, &portv)) Py_RETURN_NONE;
+    vparams = params(&t, &i, TOKEN, VALUE);
+    if (vparams == NULL) {
+        if (PyErr_Occurred()) return NULL;
+        Py_RETURN_NONE;
+    }
+    if (!line_ends(&t, i)) { Py_DECREF(vparams); Py_RETURN_NONE; }
+    {
+        PyObject *names[] = {s_transport, s_host, s_port, s_params};
+        PyObject *values[] = {PyUnicode_FromStringAndSize(upper, te - ta), sub(&t, ha, he),
+                              port_object(portv), vparams};
+        via = build(Via_t, 4, names, values);
+        release(4, values);
+    }
+    return via;
+}
+
+/* cseq(text, names) -> (seq, method) or None. */
+static PyObject *
+fast_cseq(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Text t;
+    Py_ssize_t i, j, me;
+    unsigned long long seq = 0;
+    PyObject *method, *out;
+    if (nargs != 2 || !names_arg(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "cseq(text, names)");
+        return NULL;
+    }
+    if (!text_of(args[0], &t) || (i = find(&t, args[1], 0)) < 0) Py_RETURN_NONE;
+    for (j = i; j < t.n && t.s[j] >= '0' && t.s[j] <= '9'; j++) {
+        if (j - i >= 10) Py_RETURN_NONE;
+        seq = seq * 10 + (t.s[j] - '0');
+    }
+    if (j == i || seq > 0xFFFFFFFFULL || AT(&t, j) != ' ') Py_RETURN_NONE;
+    me = span(&t, j + 1, TOKEN);
+    if (me == j + 1 || !line_ends(&t, me)) Py_RETURN_NONE;
+    method = sub(&t, j + 1, me);
+    if (method == NULL) return NULL;
+    out = Py_BuildValue("(KN)", seq, method);
+    return out;
+}
+
+/* value(text, names) -> the first line's value, stripped; None when there
+ * is no such line; False when it is folded (the caller joins the lines). */
+static PyObject *
+fast_value(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Text t;
+    Py_ssize_t i, e;
+    if (nargs != 2 || !names_arg(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "value(text, names)");
+        return NULL;
+    }
+    if (!text_of(args[0], &t)) Py_RETURN_FALSE;
+    if ((i = find(&t, args[1], 0)) < 0) Py_RETURN_NONE;
+    if ((e = line_end(&t, i)) < 0) Py_RETURN_FALSE;
+    while (e > i && (t.s[e - 1] == ' ' || t.s[e - 1] == '\t')) e--;
+    return sub(&t, i, e);
+}
+
+/* token(text, names, only) -> the first line's value when it is one run of
+ * printable characters (Call-ID; Content-Length's digits with only set and
+ * no other line of it), else None. */
+static PyObject *
+fast_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Text t;
+    Py_ssize_t i, e;
+    if (nargs != 3 || !names_arg(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "token(text, names, only)");
+        return NULL;
+    }
+    if (!text_of(args[0], &t) || (i = find(&t, args[1], 0)) < 0) Py_RETURN_NONE;
+    e = span(&t, i, PRINT);
+    if (e == i || !line_ends(&t, e)) Py_RETURN_NONE;
+    if (args[2] != Py_None && PyObject_IsTrue(args[2]) && find(&t, args[1], e) >= 0)
+        Py_RETURN_NONE;
+    return sub(&t, i, e);
+}
+
+/* line(text, names) -> (start, colon, end) of the one line of a header:
+ * where it starts, just past its ':', where its CRLF is (or the text ends);
+ * None when it is absent, folded or not the only one. */
+static PyObject *
+fast_line(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Text t;
+    Py_ssize_t start, colon, e;
+    if (nargs != 2 || !names_arg(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "line(text, names)");
+        return NULL;
+    }
+    if (!text_of(args[0], &t) || find_at(&t, args[1], 0, &start, &colon) < 0) Py_RETURN_NONE;
+    if ((e = line_end(&t, colon)) < 0 || find(&t, args[1], e) >= 0) Py_RETURN_NONE;
+    return Py_BuildValue("(nnn)", start, colon, e);
+}
+
+static PyObject *
+fast_bind(PyObject *self, PyObject *args)
+{
+    PyObject *uri, *address, *via;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyType_Type, &uri, &PyType_Type, &address,
+                          &PyType_Type, &via))
+        return NULL;
+    Py_XSETREF(SIPURI_t, Py_NewRef(uri));
+    Py_XSETREF(Address_t, Py_NewRef(address));
+    Py_XSETREF(Via_t, Py_NewRef(via));
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"bind", fast_bind, METH_VARARGS, "bind(SIPURI, Address, Via): the classes to build."},
+    {"address", (PyCFunction)(void (*)(void))fast_address, METH_FASTCALL,
+     "address(text, names, only) -> Address or None"},
+    {"via", (PyCFunction)(void (*)(void))fast_via, METH_FASTCALL, "via(text, names) -> Via or None"},
+    {"cseq", (PyCFunction)(void (*)(void))fast_cseq, METH_FASTCALL,
+     "cseq(text, names) -> (seq, method) or None"},
+    {"value", (PyCFunction)(void (*)(void))fast_value, METH_FASTCALL,
+     "value(text, names) -> str, None (absent) or False (folded)"},
+    {"line", (PyCFunction)(void (*)(void))fast_line, METH_FASTCALL,
+     "line(text, names) -> (start, colon, end) or None"},
+    {"token", (PyCFunction)(void (*)(void))fast_token, METH_FASTCALL,
+     "token(text, names, only) -> str or None"},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_fast", "Native fast path for SIP header accessors.", -1, methods,
+    NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__fast(void)
+{
+    classes();
+#define INTERN(var, text) if ((var = PyUnicode_InternFromString(text)) == NULL) return NULL
+    INTERN(s_scheme, "scheme");
+    INTERN(s_user, "user");
+    INTERN(s_password, "password");
+    INTERN(s_host, "host");
+    INTERN(s_port, "port");
+    INTERN(s_params, "params");
+    INTERN(s_headers, "headers");
+    INTERN(s_uri, "uri");
+    INTERN(s_display, "display");
+    INTERN(s_transport, "transport");
+#undef INTERN
+    return PyModule_Create(&module);
+}
