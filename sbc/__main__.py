@@ -171,6 +171,7 @@ def run(args):
 
     from .net.notify import Notifier, start_watchdog
     from .service import calls_text, make_service, tune_gc
+    from .sip import message
     from .sip.uri import hostport
 
     _logging(config.log_level)
@@ -190,6 +191,7 @@ def run(args):
     if config.metrics.enabled:
         port = top.getServiceNamed("metrics")._port.getHost()
         listening += f", metrics http://{hostport(port.host, port.port)}/metrics"
+    log.info("SIP parser: {parser}", parser=message.NATIVE)
     log.info("sbc {version} ready: {listening}; state in {state}", version=__version__,
              listening=listening, state=top.state_dir)
     notifier = Notifier.from_environ(os.environ)

@@ -480,21 +480,65 @@ fast_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return sub(&t, i, e);
 }
 
-/* line(text, names) -> (start, colon, end) of the one line of a header:
- * where it starts, just past its ':', where its CRLF is (or the text ends);
- * None when it is absent, folded or not the only one. */
+/* patch(text, raw, at, names, value) -> (text, raw) with the one line of a
+ * header rewritten as "Name: value" (its name spelled as it was), `raw`
+ * holding `text` from byte `at`; None when that line is absent, folded or
+ * not the only one (nothing to patch); False when text or value is not
+ * ASCII (byte and character offsets differ: Python does it). */
 static PyObject *
-fast_line(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+fast_patch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Text t;
-    Py_ssize_t start, colon, e;
-    if (nargs != 2 || !names_arg(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "line(text, names)");
+    Py_ssize_t start, colon, e, name_end, at, vlen, len, head, tail, rlen;
+    PyObject *raw, *value, *text, *bytes, *out;
+    char *r;
+    Py_UCS1 *w;
+    if (nargs != 5 || !PyBytes_Check(args[1]) || !PyLong_Check(args[2])
+        || !names_arg(args[3]) || !PyUnicode_Check(args[4])) {
+        PyErr_SetString(PyExc_TypeError, "patch(text, raw, at, names, value)");
         return NULL;
     }
-    if (!text_of(args[0], &t) || find_at(&t, args[1], 0, &start, &colon) < 0) Py_RETURN_NONE;
-    if ((e = line_end(&t, colon)) < 0 || find(&t, args[1], e) >= 0) Py_RETURN_NONE;
-    return Py_BuildValue("(nnn)", start, colon, e);
+    raw = args[1];
+    value = args[4];
+    if ((at = PyLong_AsSsize_t(args[2])) < 0) {
+        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "at < 0");
+        return NULL;
+    }
+    if (!text_of(args[0], &t) || !PyUnicode_IS_ASCII(args[0]) || PyUnicode_READY(value) < 0
+        || !PyUnicode_IS_ASCII(value))
+        Py_RETURN_FALSE;
+    if (find_at(&t, args[3], 0, &start, &colon) < 0 || (e = line_end(&t, colon)) < 0
+        || find(&t, args[3], e) >= 0)
+        Py_RETURN_NONE;
+    rlen = PyBytes_GET_SIZE(raw);
+    if (at + t.n > rlen) Py_RETURN_FALSE;  /* not the text it holds: Python decides */
+    name_end = colon - 1;
+    while (name_end > start && (t.s[name_end - 1] == ' ' || t.s[name_end - 1] == '\t')) name_end--;
+    vlen = PyUnicode_GET_LENGTH(value);
+    len = (name_end - start) + 2 + vlen;  /* Name: value */
+    head = start;
+    tail = t.n - e;
+    text = PyUnicode_New(head + len + tail, 127);
+    bytes = PyBytes_FromStringAndSize(NULL, rlen - (e - start) + len);
+    if (text == NULL || bytes == NULL) {
+        Py_XDECREF(text);
+        Py_XDECREF(bytes);
+        return NULL;
+    }
+    w = PyUnicode_1BYTE_DATA(text);
+    memcpy(w, t.s, head);
+    memcpy(w + head, t.s + start, name_end - start);
+    memcpy(w + head + (name_end - start), ": ", 2);
+    memcpy(w + head + (name_end - start) + 2, PyUnicode_1BYTE_DATA(value), vlen);
+    memcpy(w + head + len, t.s + e, tail);
+    r = PyBytes_AS_STRING(bytes);
+    memcpy(r, PyBytes_AS_STRING(raw), at);
+    memcpy(r + at, w, head + len + tail);
+    memcpy(r + at + head + len + tail, PyBytes_AS_STRING(raw) + at + t.n, rlen - at - t.n);
+    out = PyTuple_Pack(2, text, bytes);
+    Py_DECREF(text);
+    Py_DECREF(bytes);
+    return out;
 }
 
 static PyObject *
@@ -519,8 +563,8 @@ static PyMethodDef methods[] = {
      "cseq(text, names) -> (seq, method) or None"},
     {"value", (PyCFunction)(void (*)(void))fast_value, METH_FASTCALL,
      "value(text, names) -> str, None (absent) or False (folded)"},
-    {"line", (PyCFunction)(void (*)(void))fast_line, METH_FASTCALL,
-     "line(text, names) -> (start, colon, end) or None"},
+    {"patch", (PyCFunction)(void (*)(void))fast_patch, METH_FASTCALL,
+     "patch(text, raw, at, names, value) -> (text, raw), None (no one line) or False"},
     {"token", (PyCFunction)(void (*)(void))fast_token, METH_FASTCALL,
      "token(text, names, only) -> str or None"},
     {NULL, NULL, 0, NULL},

@@ -21,10 +21,13 @@ from . import uri as u
 
 try:  # the native fast path, when it was built (setup.py) and not turned off
     from . import _fast
+    NATIVE = "native fast path"
 except ImportError:
     _fast = None
+    NATIVE = "pure Python (sbc.sip._fast was not built: no C compiler or Python headers at install)"
 if os.environ.get("SBC_NATIVE") == "0":
     _fast = None
+    NATIVE = "pure Python (SBC_NATIVE=0)"
 
 COMPACT = {
     "i": "call-id", "m": "contact", "e": "content-encoding", "l": "content-length",
@@ -450,23 +453,35 @@ class Message:
         (what a relaying SBC does to most messages). False if the header is
         absent, repeated or folded: the caller takes the general path."""
         text = self._text
-        found = None if _fast is None else _fast.line(text, _NAMES[key])
-        if found is not None:
-            start, colon, end = found
+        done = False if _fast is None else _fast.patch(text, self._raw, self._at, _NAMES[key], value)
+        if done is None:
+            return False
+        if done:
+            self._text, self._raw = done
+        elif not self._splice(key, value):
+            return False
+        if parsed is not None:
+            self._cache[key] = parsed  # and "vias" keeps it as its first
         else:
-            search = _FIND[key].search
-            m = search(text)
-            if m is None:
-                return False
-            colon = m.end()  # just past the ':'
-            end = text.find("\r\n", colon)
-            if end < 0:
-                end = len(text)
-            elif text[end + 2] in " \t":
-                return False
-            if search(text, end) is not None:
-                return False
-            start = m.start() + 2
+            self._forget(key)
+        return True
+
+    def _splice(self, key, value):
+        """_patch's rewrite in Python (any text, any value)."""
+        text = self._text
+        search = _FIND[key].search
+        m = search(text)
+        if m is None:
+            return False
+        colon = m.end()  # just past the ':'
+        end = text.find("\r\n", colon)
+        if end < 0:
+            end = len(text)
+        elif text[end + 2] in " \t":
+            return False
+        if search(text, end) is not None:
+            return False
+        start = m.start() + 2
         line = text[start:colon - 1].rstrip(" \t") + ": " + value
         at = self._at
         if text.isascii():
@@ -477,10 +492,6 @@ class Message:
         self._text = text[:start] + line + text[end:]
         raw = self._raw
         self._raw = raw[:first] + line.encode("utf-8", "surrogateescape") + raw[last:]
-        if parsed is not None:
-            self._cache[key] = parsed  # and "vias" keeps it as its first
-        else:
-            self._forget(key)
         return True
 
     def add(self, name, value, first=False):

@@ -197,7 +197,8 @@ class NativeTests(unittest.TestCase):
         names = (name.lower(),)
         for text in (text, "\r\n" + text, text + "\r"):
             self.assertIn(type(message._fast.value(text, names)), (str, bool, type(None)))
-            message._fast.line(text, names)
+            for raw in (b"", b"x" * 300):
+                message._fast.patch(text, raw, 0, names, "v")
             message._fast.token(text, names, True)
             message._fast.address(text, names, False)
             message._fast.via(text, names)
@@ -212,9 +213,12 @@ class NativeTests(unittest.TestCase):
         self.assertEqual(message._fast.via(text, (b"via", b"v")).branch, "z9hG4bK-1")
         self.assertEqual(message._fast.cseq(text, (b"cseq",)), (102, "INVITE"))
         self.assertEqual(message._fast.token(text, (b"call-id", b"i"), False), "4f1c2a7e@203.0.113.5")
-        self.assertEqual(message._fast.line(text, (b"to", b"t")), (len(USUAL[0]) + 4,
-                                                                 len(USUAL[0]) + 7,
-                                                                 len(USUAL[0]) + 4 + len(USUAL[1])))
+        raw = b"INVITE sip:a@b SIP/2.0" + text.encode() + b"\r\n\r\nbody"
+        patched = message._fast.patch(text, raw, 22, (b"to", b"t"), "<sip:b@c>")
+        self.assertEqual(patched, (text.replace(USUAL[1], "To: <sip:b@c>"),
+                                   raw.replace(USUAL[1].encode(), b"To: <sip:b@c>")))
+        self.assertIsNone(message._fast.patch(text, raw, 22, (b"route",), "x"))  # absent
+        self.assertIs(message._fast.patch(text, raw, 22, (b"to", b"t"), "é"), False)
 
     def test_bad_arguments(self):
         for call in (lambda: message._fast.value("x", ["to"]),
@@ -222,11 +226,13 @@ class NativeTests(unittest.TestCase):
                      lambda: message._fast.address("x", (b"to",)),
                      lambda: message._fast.bind(1, 2, 3)):
             self.assertRaises(TypeError, call)
+        self.assertRaises(ValueError, message._fast.patch, "x", b"x", -1, (b"to",), "v")
 
     def test_no_leak(self):
         # Every path, answered and declined, run many times: memory held by
         # Python objects does not grow with the count.
         text = "\r\n" + "\r\n".join(USUAL + ["To: <sip:x@h:99999>", "Via: SIP/2.0/UDP [::1]"])
+        raw = text.encode()
         calls = [
             lambda: message._fast.address(text, (b"from", b"f"), False),
             lambda: message._fast.address(text, (b"contact", b"m"), True),
@@ -235,7 +241,8 @@ class NativeTests(unittest.TestCase):
             lambda: message._fast.cseq(text, (b"cseq",)),
             lambda: message._fast.token(text, (b"call-id", b"i"), False),
             lambda: message._fast.value(text, (b"via", b"v")),
-            lambda: message._fast.line(text, (b"call-id", b"i")),
+            lambda: message._fast.patch(text, raw, 0, (b"call-id", b"i"), "x@y"),
+            lambda: message._fast.patch(text, raw, 0, (b"to", b"t"), "x"),  # repeated: None
         ]
 
         def run(n):
