@@ -25,6 +25,7 @@ from ..sip.digest import apply_credentials
 from .media import Command, MediaReject
 from .rules import Context, privacy
 from ..sip.message import Request, Response, make_response
+from ..sip.transaction import ACCEPTED, COMPLETED
 from ..routing.numbers import map_user, quote_user, uri_number
 from ..sip.uri import hostport, parse_uri
 
@@ -605,6 +606,8 @@ class Calls:
         if not isinstance(leg, Leg):
             return []
         resp = event.response
+        if resp.status >= 200 and event.txn.method != "INVITE":
+            event.txn.user = None  # its last event for us: let go of the call (see _finish)
         call = leg.call
         peer = call.target_peer if leg.role == "b" else call.source
         rules = getattr(peer, "header_rules", None)
@@ -1129,6 +1132,12 @@ class Calls:
                 out.append(MediaRequest(None, command.params))
         for leg in [call.a] + call.b_legs:
             self.dialogs.pop((leg.call_id, leg.local_tag), None)
+            # An INVITE transaction waits 32 s after its final answer (Timers
+            # D, L, M); once the call is over it needs nothing from the leg, and
+            # holding it would keep the whole call for the collector to walk.
+            txn = leg.invite_txn
+            if txn is not None and txn.user is leg and txn.state in (ACCEPTED, COMPLETED):
+                txn.user = None
         self.by_invite.pop(call.a.invite_txn, None)
         self.active.pop(call.id, None)
         return out

@@ -156,6 +156,19 @@ class BasicCallTests(Case):
         call = ended.call
         self.assertEqual((call.final_code, call.hangup_by, call.reason), (200, "caller", "normal"))
         self.assertEqual(self.stack.calls.active, {})
+        # The transactions that wait out Timers J, K and M hold nothing of the
+        # call once it is over (the collector would walk it for 32 s): the
+        # carrier's 200 to our BYE, then its 200 to the INVITE again (our ACK
+        # lost), are absorbed.
+        out = self.feed(self.answer(b_bye, 200), GW1)
+        self.assertEqual(self.sends(out, PBX), [])
+        out = self.feed(self.answer(b, 200, body=b"v=0\r\n"), GW1)
+        self.assertEqual((self.sends(out, PBX), self.sends(out, GW1)), ([], []))
+        legs = {id(leg) for leg in [call.a] + call.b_legs}
+        waiting = self.stack.transactions
+        tables = (waiting._clients, waiting._servers, waiting._accepted)
+        self.assertEqual([t for table in tables for t in table.values() if id(t.user) in legs], [])
+        self.assertEqual(len(waiting), 4)  # INVITE and BYE, each leg
 
     def test_bye_from_callee(self):
         """A BYE from the carrier is answered and carried to the PBX in its dialog."""
