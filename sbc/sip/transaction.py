@@ -376,7 +376,11 @@ class Transactions:
         self._servers = {}    # server key -> server transaction (not CANCEL)
         self._cancels = {}    # server key -> CANCEL server transaction
         self._accepted = {}   # (Call-ID, CSeq number, From tag, To tag) -> IST in Accepted
-        self._heap = []       # (deadline, seq, letter, table, key)
+        # (deadline, seq, letter, table number, key): numbers, not the tables,
+        # so that entries hold only strings and numbers and the collector
+        # stops walking them (stopped timers stay in the heap up to 32 s).
+        self._heap = []
+        self._tables = (self._clients, self._servers, self._cancels)
         self._seq = count()
         self._active = dict.fromkeys(KINDS, 0)
         self._created = dict.fromkeys(KINDS, 0)
@@ -406,7 +410,7 @@ class Transactions:
         heap = self._heap
         while heap:
             _, seq, letter, table, key = heap[0]
-            txn = table.get(key)
+            txn = self._tables[table].get(key)
             if txn is not None and txn._timers.get(letter) == seq:
                 return heap[0][0]
             heappop(heap)  # a stopped timer
@@ -418,7 +422,7 @@ class Transactions:
         heap = self._heap
         while heap and heap[0][0] <= now:
             _, seq, letter, table, key = heappop(heap)
-            txn = table.get(key)
+            txn = self._tables[table].get(key)
             if txn is not None and txn._timers.get(letter) == seq:
                 del txn._timers[letter]
                 self._fire(txn, TIMER[letter], None, None, now, out)
@@ -675,7 +679,9 @@ class Transactions:
     def _start(self, txn, letter, deadline):
         seq = next(self._seq)
         txn._timers[letter] = seq
-        heappush(self._heap, (deadline, seq, letter, txn._table, txn._key))
+        table = txn._table
+        number = 0 if table is self._clients else 1 if table is self._servers else 2
+        heappush(self._heap, (deadline, seq, letter, number, txn._key))
 
     def _remove(self, txn, out):
         txn._timers.clear()
