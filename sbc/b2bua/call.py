@@ -15,7 +15,7 @@ and return effects; it sends through the stack (`stack.request`,
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from heapq import heappop, heappush
+from heapq import heapify, heappop, heappush
 from itertools import count
 
 from ..errors import LocalProtocolError, ParseError
@@ -304,24 +304,39 @@ class Calls:
         self.cross = CROSS | extra
 
     # -- timers -----------------------------------------------------------------
+    # Heap entries: (when, seq, call id, what). A timer stopped or outlived
+    # by its call stays in the heap until it comes up, so an entry names its
+    # call rather than holding it: an ended call's max_duration entry would
+    # otherwise keep the whole call in memory for hours (14400 s by default).
+    def _live(self, entry):
+        when, _, call_id, what = entry
+        call = self.active.get(call_id)
+        return call if call is not None and call.timers.get(what) == when else None
+
     def next_deadline(self):
-        while self._heap:
-            when, _, call, what = self._heap[0]
-            if call.state != "ended" and call.timers.get(what) == when:
-                return when
-            heappop(self._heap)
+        heap = self._heap
+        while heap:
+            if self._live(heap[0]) is not None:
+                return heap[0][0]
+            heappop(heap)
         return None
 
     def _at(self, call, when, what):
         call.timers[what] = when
-        heappush(self._heap, (when, next(self._seq), call, what))
+        heap = self._heap
+        heappush(heap, (when, next(self._seq), call.id, what))
+        if len(heap) > 8 * len(self.active) + 1024:  # mostly stopped timers: drop them
+            heap[:] = [entry for entry in heap if self._live(entry) is not None]
+            heapify(heap)
 
     def expire(self, now):
         out = []
         while self._heap and self._heap[0][0] <= now:
-            when, _, call, what = heappop(self._heap)
-            if call.state == "ended" or call.timers.get(what) != when:
+            entry = heappop(self._heap)
+            call = self._live(entry)
+            if call is None:
                 continue
+            _, _, _, what = entry
             del call.timers[what]
             if what == "no_answer":
                 out += self._give_up(call, 408, "no_answer", now)
