@@ -24,8 +24,8 @@ from ..sip.effects import Peer, Send, ip_literal
 from ..sip.digest import apply_credentials
 from .media import Command, MediaReject
 from .rules import Context, privacy
-from ..sip.message import Request, Response, make_response
-from ..sip.transaction import ACCEPTED, COMPLETED
+from ..sip.message import Request, Response, make_cancel, make_response
+from ..sip.transaction import ACCEPTED, COMPLETED, PROCEEDING, TRYING
 from ..routing.numbers import map_user, quote_user, uri_number
 from ..sip.uri import hostport, parse_uri
 
@@ -1131,6 +1131,32 @@ class Calls:
             out += self.stack.request(bye, leg.dest, now, leg)[1]
         return out + self._finish(call, by, reason, now)
 
+    def _abandon_pending(self, call, now):
+        """The call ends with requests still crossing it (a re-INVITE, an
+        UPDATE; not the BYE, whose answer is relayed): each one's sender gets
+        487 (RFC 3261 §15.1.2), and an INVITE
+        of ours that got a provisional answer is cancelled, so that its
+        transaction ends (Timer B once cancelled) instead of waiting for
+        ever in Proceeding."""
+        out = []
+        for leg in (call.a, call.b):
+            if leg is None:
+                continue
+            for client, server in list(leg.pending.items()):
+                if client.method == "BYE":
+                    continue
+                del leg.pending[client]  # what comes back for it is relayed no more
+                if server is not REFRESH and server.state in (TRYING, PROCEEDING):
+                    out += self.stack.respond(server, self._reply(server.request, 487,
+                                                                  "Request Terminated"), now)
+                if client.method == "INVITE" and client.state is PROCEEDING:
+                    try:
+                        out += self.stack.transactions.send_request(make_cancel(client.request),
+                                                                    client.peer, now)[1]
+                    except LocalProtocolError:
+                        pass
+        return out
+
     def _finish(self, call, by, reason, now):
         if call.state == "ended":
             return []
@@ -1139,7 +1165,7 @@ class Calls:
         call.hangup_by = call.hangup_by or by
         call.reason = call.reason or reason
         call.timers.clear()
-        out = [CallEnded(call)]
+        out = [CallEnded(call)] + self._abandon_pending(call, now)
         self._release(call)
         if call.media is not None:
             command = call.media.close()

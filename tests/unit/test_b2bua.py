@@ -210,6 +210,30 @@ class BasicCallTests(Case):
         self.assertEqual(len(self.stack.calls.active), 1)
         self.assertLess(len(self.stack.calls._heap), 1100)
 
+    def test_hangup_ends_a_pending_reinvite(self):
+        """A BYE while a re-INVITE is crossing the call: its sender gets 487
+        (RFC 3261 §15.1.2), the far end a CANCEL for our copy, and no
+        transaction is left waiting for an answer that never comes."""
+        _, _, b = self.start()
+        self.feed(self.answer(b, 200, body=b"v=0\r\n"), GW1)
+        dialog = (f"From: {b.get('To')};tag=gwtag\r\nTo: {b.get('From')}\r\n"
+                  f"Call-ID: {b.call_id}\r\nContact: <sip:gw@127.0.0.3:5060>\r\n")
+        reinvite = (f"INVITE sip:sbc@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5060;"
+                    f"branch=z9hG4bKgwre\r\n{dialog}CSeq: 31 INVITE\r\nContent-Type: application/sdp\r\n"
+                    f"Content-Length: 5\r\n\r\nv=0\r\n")
+        [relayed] = self.sends(self.feed(reinvite.encode(), GW1), PBX)
+        self.feed(self.answer(relayed, 100), PBX)
+        bye = (f"BYE sip:sbc@127.0.0.1:5060 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.3:5060;"
+               f"branch=z9hG4bKgwbye\r\n{dialog}CSeq: 32 BYE\r\nContent-Length: 0\r\n\r\n")
+        out = self.feed(bye.encode(), GW1)
+        self.assertEqual(sorted((m.status, str(m.cseq)) for m in self.sends(out, GW1)),
+                         [(200, "32 BYE"), (487, "31 INVITE")])
+        self.assertEqual(sorted(str(m.cseq) for m in self.sends(out, PBX)),
+                         [f"{relayed.cseq.seq} CANCEL", f"{relayed.cseq.seq + 1} BYE"])
+        for later in (1.0, 40.0, 80.0):  # nobody answers: every timer runs out
+            self.stack.expire(self.now + later)
+        self.assertEqual(len(self.stack.transactions), 0)
+
     def test_bye_from_callee(self):
         """A BYE from the carrier is answered and carried to the PBX in its dialog."""
         _, _, b = self.start()
