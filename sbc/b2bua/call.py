@@ -1134,10 +1134,9 @@ class Calls:
     def _abandon_pending(self, call, now):
         """The call ends with requests still crossing it (a re-INVITE, an
         UPDATE; not the BYE, whose answer is relayed): each one's sender gets
-        487 (RFC 3261 §15.1.2), and an INVITE
-        of ours that got a provisional answer is cancelled, so that its
-        transaction ends (Timer B once cancelled) instead of waiting for
-        ever in Proceeding."""
+        487 (RFC 3261 §15.1.2), and an INVITE of ours that got a provisional
+        answer is cancelled, so that its transaction ends (Timer B once
+        cancelled) instead of waiting for ever in Proceeding."""
         out = []
         for leg in (call.a, call.b):
             if leg is None:

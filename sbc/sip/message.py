@@ -8,7 +8,11 @@ are found and, in their usual shapes, parsed by one regex match each; other
 shapes go to the general parsers in headers.py. Structured values are cached.
 An unmodified message is serialized from the bytes it was parsed from, so it
 round-trips exactly; set() on an unsplit message rewrites one line in place.
-bench/parse.py measures all of this against sippy and a naive split.
+When the native fast path (_fast.c) is built, it is tried first for those
+usual shapes and for that rewrite; it declines (None/False) anything else,
+which then takes the Python path below, so both give the same answers
+(tests/unit/test_fast.py). bench/parse.py measures all of this against sippy
+and a naive split.
 """
 
 import os
