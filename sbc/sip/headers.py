@@ -162,7 +162,7 @@ _VALUE_CHARS = _TOKEN_CHARS + r":\[\]"  # token, or an IPv6 address (received=)
 _PARAMS_FAST = params_pattern(_TOKEN_CHARS, _VALUE_CHARS)
 _REST = rest_check(_TOKEN_CHARS, _VALUE_CHARS)
 VIA_FAST = rf"SIP/2\.0/([A-Za-z]+) ({HOST_FAST})(?::([0-9]{{1,5}})|){_PARAMS_FAST}"
-_DISPLAY_FAST = rf'(?:"([^"\\]*)" ?|([{_TOKEN_CHARS}]+(?: [{_TOKEN_CHARS}]+)*) ?|)'
+_DISPLAY_FAST = rf'(?:"([^"\\\r\n]*)" ?|([{_TOKEN_CHARS}]+(?: [{_TOKEN_CHARS}]+)*) ?|)'
 # name-addr with a plain sip: URI inside, URI included.
 NAME_ADDR_FAST = rf"{_DISPLAY_FAST}<{SIP_FAST}>{_PARAMS_FAST}"
 CSEQ_FAST = rf"([0-9]{{1,10}}) ([{_TOKEN_CHARS}]+)"

@@ -33,7 +33,7 @@ PORT = ("", ":5060", ":0", ":65535", ":65536", ":123456", ":", ":00")
 TRAILING = ("", " ", "\t", "\r\n more", "\r\n\tmore", "junk", "\udcff")
 ADDRESS = [
     ("", '"Alice" ', '"Alice"', '"" ', '"A\\"b" ', '"a\\b" ', '"é" ', '"a\tb" ', "Alice ",
-     "Alice Bob ", "Alice  Bob ", "Al<ice ", " ", "Alice"),
+     "Alice Bob ", "Alice  Bob ", "Al<ice ", " ", "Alice", '"Desk\r\n 100" '),
     ("<", ""), ("sip:", "sips:", "SIP:", "tel:", "sip"),
     ("", "alice@", "+1555;npdi@", "a:b@", "@", "a b@", "%41@"), HOST, PORT,
     ("", ";lr", ";transport=udp", ";a=b;c", ";=x", ";x=", ";", ";x=[v]", "?h=v", ";a;b;c;d"),

@@ -255,6 +255,13 @@ class HeaderFieldTests(unittest.TestCase):
                          "I know you're there, pick up the phone and talk to me!")
         self.assertEqual(msg.get("Contact"), "<sip:a@example.com>")
 
+    def test_folded_display_name(self):
+        """A fold inside a quoted display name is one space, as in any value
+        (the usual-shape fast path once kept the CRLF in the name)."""
+        msg = parse(sip("OPTIONS sip:a@example.com SIP/2.0",
+                        'From: "Desk', ' 100" <sip:100@127.0.0.2>;tag=t4'))
+        self.assertEqual((msg.from_.display, msg.from_.tag), ("Desk 100", "t4"))
+
     def test_repeated_headers(self):
         """Repeated header lines are all kept in order; get() gives the first."""
         msg = parse(sip("OPTIONS sip:a@example.com SIP/2.0", "X-A: 1", "X-B: 2", "x-a: 3"))
