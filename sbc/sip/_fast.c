@@ -6,8 +6,10 @@
  * paths in message.py/headers.py/uri.py would. Anything else (another
  * shape, a folded line, a wide str, no such header) returns None and the
  * pure Python path decides: this module may decline more often, never
- * answer differently (tests/test_fast.py compares the two on generated
- * headers). It reads only within the str it is given.
+ * answer differently (tests/unit/test_fast.py compares the two on every
+ * header with one part at an edge, and on generated ones). patch() does
+ * set()'s rewrite of one line in the text and the bytes. Nothing here reads
+ * outside the objects it is given (docs/fuzz.md runs it under ASan).
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
