@@ -270,6 +270,8 @@ class Terminated:
 
 # -- transactions -------------------------------------------------------------
 
+CLIENTS, SERVERS, CANCELS = range(3)  # Transactions._tables, by number
+
 
 class Transaction:
     """One transaction.  Read `kind`, `state`, `request`, `peer` (where the
@@ -288,7 +290,7 @@ class Transaction:
         self.last_response = None
         self.user = None
         self._machine = machine
-        self._table = table
+        self._table = table     # which of the layer's tables holds it (CLIENTS, SERVERS, CANCELS)
         self._key = key
         self._timers = {}       # letter -> sequence number of its live heap entry
         self._interval = 0.0    # current retransmission interval (A, E, G)
@@ -451,7 +453,7 @@ class Transactions:
             self._fire(txn, REQUEST, request, source, now, out)
             return out
         machine = INVITE_SERVER if method == "INVITE" else NON_INVITE_SERVER
-        txn = self._create(machine, request, source, self._servers, key, now, out)
+        txn = self._create(machine, request, source, SERVERS, key, now, out)
         if machine is INVITE_SERVER and self.auto_trying:
             trying = make_response(request, 100)
             timestamp = request.get("timestamp")
@@ -496,7 +498,7 @@ class Transactions:
             response = make_response(cancel, 481, to_tag=self._new_tag())
         else:
             response = make_response(cancel, 200, to_tag=target._to_tag or self._new_tag())
-        txn = self._create(NON_INVITE_SERVER, cancel, source, self._cancels, key, now, out)
+        txn = self._create(NON_INVITE_SERVER, cancel, source, CANCELS, key, now, out)
         self._fire(txn, _event_for(response.status, False), response, None, now, out)
         out.insert(1, CancelIn(cancel, source, target))  # after the Send of the answer
         return out
@@ -580,7 +582,7 @@ class Transactions:
             raise LocalProtocolError(f"branch {branch} already used for {method}", 500)
         machine = INVITE_CLIENT if method == "INVITE" else NON_INVITE_CLIENT
         out = [Send(request, dest)]
-        txn = self._create(machine, request, dest, self._clients, key, now, out)
+        txn = self._create(machine, request, dest, CLIENTS, key, now, out)
         return txn, out
 
     def send_response(self, txn, response, now):
@@ -627,7 +629,7 @@ class Transactions:
     # -- the machine ------------------------------------------------------------
     def _create(self, machine, request, peer, table, key, now, out):
         txn = Transaction(machine, request, peer, table, key)
-        table[key] = txn
+        self._tables[table][key] = txn
         self._active[machine.kind] += 1
         self._created[machine.kind] += 1
         self._enter(txn, machine.initial, now, out)
@@ -679,14 +681,13 @@ class Transactions:
     def _start(self, txn, letter, deadline):
         seq = next(self._seq)
         txn._timers[letter] = seq
-        table = txn._table
-        number = 0 if table is self._clients else 1 if table is self._servers else 2
-        heappush(self._heap, (deadline, seq, letter, number, txn._key))
+        heappush(self._heap, (deadline, seq, letter, txn._table, txn._key))
 
     def _remove(self, txn, out):
         txn._timers.clear()
-        if txn._table.get(txn._key) is txn:
-            del txn._table[txn._key]
+        table = self._tables[txn._table]
+        if table.get(txn._key) is txn:
+            del table[txn._key]
         if txn._dialog is not None and self._accepted.get(txn._dialog) is txn:
             del self._accepted[txn._dialog]
         self._active[txn.kind] -= 1
