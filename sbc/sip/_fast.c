@@ -166,12 +166,12 @@ params(const Text *t, Py_ssize_t *at, unsigned char names, unsigned char values)
     while (i < t->n && t->s[i] == ';') {
         Py_ssize_t a = i + 1, b = span(t, a, names), c, d;
         PyObject *name, *value, *item;
-        if (b == a) goto decline;
+        if (b == a) goto fail;
         c = d = b;
         if (AT(t, b) == '=') {
             c = b + 1;
             d = span(t, c, values);
-            if (d == c) goto decline;
+            if (d == c) goto fail;
         }
         name = sub(t, a, b);
         if (name == NULL) goto fail;
@@ -190,8 +190,7 @@ params(const Text *t, Py_ssize_t *at, unsigned char names, unsigned char values)
     }
     *at = i;
     return out;
-decline:  /* no error set: the caller declines */
-fail:
+fail:  /* malformed (no error set: the caller declines) or out of memory */
     Py_DECREF(out);
     return NULL;
 }
@@ -206,21 +205,21 @@ host(const Text *t, Py_ssize_t i)
     return e;
 }
 
-/* An optional :port of 1 to 5 digits up to 65535. Returns 1 and sets *port
- * (0: absent) and *at, or 0. */
+/* An optional :port of 1 to 5 digits up to 65535. Returns 1 and sets *value
+ * (-1: absent) and *at, or 0. */
 static int
 port(const Text *t, Py_ssize_t *at, long *value)
 {
     Py_ssize_t i = *at, j;
     long v = 0;
-    *value = 0;
+    *value = -1;
     if (AT(t, i) != ':') return 1;
     for (j = i + 1; j < t->n && t->s[j] >= '0' && t->s[j] <= '9'; j++) {
         if (j - i > 5) return 0;
         v = v * 10 + (t->s[j] - '0');
     }
     if (j == i + 1 || v > 65535) return 0;
-    *value = v == 0 ? -1 : v;  /* -1: port 0, present */
+    *value = v;
     *at = j;
     return 1;
 }
@@ -228,8 +227,7 @@ port(const Text *t, Py_ssize_t *at, long *value)
 static PyObject *
 port_object(long value)
 {
-    if (value == 0) return Py_NewRef(Py_None);
-    return PyLong_FromLong(value < 0 ? 0 : value);
+    return value < 0 ? Py_NewRef(Py_None) : PyLong_FromLong(value);
 }
 
 /* Bound by bind(): the classes to build and their slot names. */
@@ -312,6 +310,22 @@ names_arg(PyObject *names)
     return 1;
 }
 
+/* The arguments every reader starts with: (text, names, ...) with `nargs`
+ * of them. 1: the first `names` line's value starts at *i; 0: no such line,
+ * or a text this module does not read (the caller declines); -1: an error. */
+static int
+first_line(PyObject *const *args, Py_ssize_t nargs, Py_ssize_t want, const char *usage,
+           Text *t, Py_ssize_t *i)
+{
+    if (nargs != want || !names_arg(args[1])) {
+        PyErr_SetString(PyExc_TypeError, usage);
+        return -1;
+    }
+    if (!text_of(args[0], t)) return 0;
+    *i = find(t, args[1], 0);
+    return *i >= 0;
+}
+
 static int
 bound(void)
 {
@@ -330,12 +344,9 @@ fast_address(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Text t;
     Py_ssize_t i, da = -1, de = -1;
     PyObject *uri, *hparams, *addr;
-    if (nargs != 3 || !names_arg(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "address(text, names, only)");
-        return NULL;
-    }
-    if (!bound()) return NULL;
-    if (!text_of(args[0], &t) || (i = find(&t, args[1], 0)) < 0) Py_RETURN_NONE;
+    int found = first_line(args, nargs, 3, "address(text, names, only)", &t, &i);
+    if (found < 0 || !bound()) return NULL;
+    if (!found) Py_RETURN_NONE;
     if (AT(&t, i) == '"') {
         Py_ssize_t j = i + 1;
         while (j < t.n && t.s[j] != '"' && t.s[j] != '\\' && t.s[j] != '\r' && t.s[j] != '\n') j++;
@@ -387,12 +398,9 @@ fast_via(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     long portv;
     char upper[16];
     PyObject *vparams, *via;
-    if (nargs != 2 || !names_arg(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "via(text, names)");
-        return NULL;
-    }
-    if (!bound()) return NULL;
-    if (!text_of(args[0], &t) || (i = find(&t, args[1], 0)) < 0) Py_RETURN_NONE;
+    int found = first_line(args, nargs, 2, "via(text, names)", &t, &i);
+    if (found < 0 || !bound()) return NULL;
+    if (!found) Py_RETURN_NONE;
     if (i + 8 > t.n || memcmp(t.s + i, "SIP/2.0/", 8) != 0) Py_RETURN_NONE;
     ta = i + 8;
     te = span(&t, ta, ALPHA);
@@ -426,11 +434,9 @@ fast_cseq(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     Py_ssize_t i, j, me;
     unsigned long long seq = 0;
     PyObject *method, *out;
-    if (nargs != 2 || !names_arg(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "cseq(text, names)");
-        return NULL;
-    }
-    if (!text_of(args[0], &t) || (i = find(&t, args[1], 0)) < 0) Py_RETURN_NONE;
+    int found = first_line(args, nargs, 2, "cseq(text, names)", &t, &i);
+    if (found < 0) return NULL;
+    if (!found) Py_RETURN_NONE;
     for (j = i; j < t.n && t.s[j] >= '0' && t.s[j] <= '9'; j++) {
         if (j - i >= 10) Py_RETURN_NONE;
         seq = seq * 10 + (t.s[j] - '0');
@@ -470,11 +476,9 @@ fast_token(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Text t;
     Py_ssize_t i, e;
-    if (nargs != 3 || !names_arg(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "token(text, names, only)");
-        return NULL;
-    }
-    if (!text_of(args[0], &t) || (i = find(&t, args[1], 0)) < 0) Py_RETURN_NONE;
+    int found = first_line(args, nargs, 3, "token(text, names, only)", &t, &i);
+    if (found < 0) return NULL;
+    if (!found) Py_RETURN_NONE;
     e = span(&t, i, PRINT);
     if (e == i || !line_ends(&t, e)) Py_RETURN_NONE;
     if (args[2] != Py_None && PyObject_IsTrue(args[2]) && find(&t, args[1], e) >= 0)
