@@ -6,7 +6,7 @@ CONFIG ?= conf/sbc.toml
 
 .PHONY: run test bench fuzz check-config clean
 
-$(BIN)/sbc: pyproject.toml setup.py sbc/sip/_fast.c
+$(BIN)/sbc: pyproject.toml setup.py sbc/sip/_fast.c sbc/net/_srtp.c
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q -e '.[test]'
@@ -29,4 +29,4 @@ fuzz: $(BIN)/sbc
 	SBC_FUZZ_EXAMPLES=$${SBC_FUZZ_EXAMPLES:-10000} $(BIN)/pytest tests/fuzz -x
 
 clean:
-	rm -rf $(VENV) var build *.egg-info sbc/sip/_fast*.so
+	rm -rf $(VENV) var build *.egg-info sbc/sip/_fast*.so sbc/net/_srtp*.so

@@ -169,6 +169,7 @@ def run(args):
     from twisted.internet import reactor
     from twisted.logger import Logger
 
+    from .net import srtp
     from .net.notify import Notifier, start_watchdog
     from .service import calls_text, make_service, tune_gc
     from .sip import message
@@ -191,7 +192,7 @@ def run(args):
     if config.metrics.enabled:
         port = top.getServiceNamed("metrics")._port.getHost()
         listening += f", metrics http://{hostport(port.host, port.port)}/metrics"
-    log.info("SIP parser: {parser}", parser=message.NATIVE)
+    log.info("SIP parser: {parser}; SRTP: {srtp}", parser=message.NATIVE, srtp=srtp.NATIVE)
     log.info("sbc {version} ready: {listening}; state in {state}", version=__version__,
              listening=listening, state=top.state_dir)
     notifier = Notifier.from_environ(os.environ)

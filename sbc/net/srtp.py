@@ -12,14 +12,21 @@ new signalling. The relay plugs it in as
 
 A None result means "drop"; the reason is counted here, nothing is logged.
 
-These four run once per packet, so they call libsrtp through pylibsrtp's
-cffi binding directly, in a buffer of their own with a length cell allocated
-once: pylibsrtp's Session methods allocate the length cell, check types and
-raise an exception per refused packet, which costs about as much again as
-the cipher on a 172-byte packet. The Sessions still make and own the libsrtp
-contexts. Sizes follow pylibsrtp's: SRTP packets above 1500 bytes and RTP
-packets above 1356 (1500 less the largest trailer) are dropped and counted.
+These four run once per packet. When the native packet path (_srtp.c) is
+built, they are its C methods: libsrtp is called straight from C, with no
+Python frame or argument conversion around it. Otherwise they are
+_PythonPath's, which call libsrtp through pylibsrtp's cffi binding directly,
+in a buffer of their own with a length cell allocated once: pylibsrtp's
+Session methods allocate the length cell, check types and raise an
+exception per refused packet, which costs about as much again as the cipher
+on a 172-byte packet. Either way the Sessions make and own the libsrtp
+contexts, and both paths refuse and count alike (tests/unit/test_srtp.py
+runs on each). Sizes follow pylibsrtp's: SRTP packets above 1500 bytes and
+RTP packets above 1356 (1500 less the largest trailer) are dropped and
+counted. SBC_NATIVE=0 turns the native path off.
 """
+
+import os
 
 from pylibsrtp import Policy, Session
 from pylibsrtp._binding import ffi, lib  # pylibsrtp's own binding: the version is pinned
@@ -50,39 +57,16 @@ _protect, _unprotect = lib.srtp_protect, lib.srtp_unprotect
 _protect_rtcp, _unprotect_rtcp = lib.srtp_protect_rtcp, lib.srtp_unprotect_rtcp
 
 
-class SRTPTransform:
-    """SRTP for one end of the relay: unprotect what the peer sends, protect what
-    we send to it. Keys are master key||salt as carried in a=crypto.
+class _PythonPath:
+    """The four packet methods and their counters, through cffi: what _srtp.c's
+    Transform does, for when it is not built. Made with two srtp_t handles."""
 
-    Counters (read them for metrics): `auth_failures` (a packet whose tag did
-    not verify, RTP or RTCP), `replays` (a packet already seen or older than
-    the window), `malformed` (too short or too long to be processed),
-    `protect_failures` (an outgoing packet libsrtp refused, e.g. the plain
-    side repeated a sequence number: re-encrypting it would reuse keystream).
-    """
+    __slots__ = ("_in", "_out", "_cdata", "_buffer", "_length",
+                 "auth_failures", "replays", "malformed", "protect_failures")
 
-    __slots__ = ("suite", "_inbound", "_outbound", "_in", "_out", "_cdata", "_buffer",
-                 "_length", "auth_failures", "replays", "malformed", "protect_failures")
-
-    def __init__(self, inbound_key, outbound_key, suite, window_size=REPLAY_WINDOW):
-        try:
-            profile = PROFILES[suite]
-        except KeyError:
-            raise ValueError(f"unsupported SRTP suite {suite!r}") from None
-        need = key_length(suite)
-        for name, key in (("inbound", inbound_key), ("outbound", outbound_key)):
-            if len(key) != need:
-                raise ValueError(f"{name} key||salt for {suite} must be {need} bytes, "
-                                 f"got {len(key)}")
-        self.suite = suite
-        # The Sessions own the libsrtp contexts (freed with them); _in and _out
-        # are their srtp_t handles for the calls below.
-        self._inbound = Session(self._policy(inbound_key, Policy.SSRC_ANY_INBOUND,
-                                             profile, window_size))
-        self._outbound = Session(self._policy(outbound_key, Policy.SSRC_ANY_OUTBOUND,
-                                              profile, window_size))
-        self._in = self._inbound._srtp[0]
-        self._out = self._outbound._srtp[0]
+    def __init__(self, inbound, outbound):
+        self._in = inbound
+        self._out = outbound
         self._cdata = ffi.new("char[]", BUFFER)   # libsrtp works in place
         self._buffer = ffi.buffer(self._cdata)
         self._length = ffi.new("int *")
@@ -90,13 +74,6 @@ class SRTPTransform:
         self.replays = 0
         self.malformed = 0
         self.protect_failures = 0
-
-    @staticmethod
-    def _policy(key, ssrc_type, profile, window_size):
-        policy = Policy(key=bytes(key), ssrc_type=ssrc_type, srtp_profile=profile)
-        policy.window_size = window_size
-        policy.allow_repeat_tx = False
-        return policy
 
     def _refused(self, status):
         if status == _AUTH_FAIL:
@@ -164,3 +141,61 @@ class SRTPTransform:
             self.protect_failures += 1
             return None
         return self._buffer[0:length[0]]
+
+
+def _address(cdata):
+    return int(ffi.cast("uintptr_t", cdata))
+
+
+try:
+    from . import _srtp
+    _srtp.bind(*(_address(ffi.addressof(lib, name)) for name in (
+        "srtp_protect", "srtp_unprotect", "srtp_protect_rtcp", "srtp_unprotect_rtcp")))
+    _Path, _handle = _srtp.Transform, _address
+    NATIVE = "native packet path"
+except ImportError:
+    _Path, _handle = _PythonPath, lambda cdata: cdata
+    NATIVE = "pure Python (sbc.net._srtp was not built: no C compiler or Python headers at install)"
+if os.environ.get("SBC_NATIVE") == "0":
+    _Path, _handle = _PythonPath, lambda cdata: cdata
+    NATIVE = "pure Python (SBC_NATIVE=0)"
+
+
+class SRTPTransform(_Path):
+    """SRTP for one end of the relay: unprotect what the peer sends, protect what
+    we send to it. Keys are master key||salt as carried in a=crypto.
+
+    Counters (read them for metrics): `auth_failures` (a packet whose tag did
+    not verify, RTP or RTCP), `replays` (a packet already seen or older than
+    the window), `malformed` (too short or too long to be processed),
+    `protect_failures` (an outgoing packet libsrtp refused, e.g. the plain
+    side repeated a sequence number: re-encrypting it would reuse keystream).
+    """
+
+    __slots__ = ("suite", "_inbound", "_outbound")
+
+    def __init__(self, inbound_key, outbound_key, suite, window_size=REPLAY_WINDOW):
+        try:
+            profile = PROFILES[suite]
+        except KeyError:
+            raise ValueError(f"unsupported SRTP suite {suite!r}") from None
+        need = key_length(suite)
+        for name, key in (("inbound", inbound_key), ("outbound", outbound_key)):
+            if len(key) != need:
+                raise ValueError(f"{name} key||salt for {suite} must be {need} bytes, "
+                                 f"got {len(key)}")
+        self.suite = suite
+        # The Sessions own the libsrtp contexts and free them with themselves:
+        # they live as long as this object, which calls libsrtp with their handles.
+        self._inbound = Session(self._policy(inbound_key, Policy.SSRC_ANY_INBOUND,
+                                             profile, window_size))
+        self._outbound = Session(self._policy(outbound_key, Policy.SSRC_ANY_OUTBOUND,
+                                              profile, window_size))
+        _Path.__init__(self, _handle(self._inbound._srtp[0]), _handle(self._outbound._srtp[0]))
+
+    @staticmethod
+    def _policy(key, ssrc_type, profile, window_size):
+        policy = Policy(key=bytes(key), ssrc_type=ssrc_type, srtp_profile=profile)
+        policy.window_size = window_size
+        policy.allow_repeat_tx = False
+        return policy

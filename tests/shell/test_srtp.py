@@ -8,12 +8,17 @@ vectors of RFC 3711 Appendix B.3, and compare them with what libsrtp makes.
 
 import hashlib
 import hmac
+import os
 import struct
+import subprocess
+import sys
+from pathlib import Path
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from twisted.trial import unittest
 
+from sbc.net import srtp
 from sbc.net.srtp import PROFILES, REPLAY_WINDOW, SRTPTransform
 from sbc.rtp import sdes
 from sbc.rtp.sdes import key_length
@@ -28,6 +33,7 @@ RTCP_OVERHEAD = {"AES_CM_128_HMAC_SHA1_80": 14, "AES_CM_128_HMAC_SHA1_32": 14,
                  "AEAD_AES_128_GCM": 20, "AEAD_AES_256_GCM": 20}
 
 PAYLOAD = bytes(range(160))
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def rtp(seq, ssrc=0xCAFEBABE, payload=PAYLOAD, pt=0):
@@ -173,6 +179,19 @@ class RefusalTests(unittest.TestCase):
         self.assertEqual(str(cm.exception),
                          "outbound key||salt for AES_CM_128_HMAC_SHA1_80 must be 30 bytes, got 28")
 
+    def test_packets_of_any_buffer_type(self):
+        """bytes, bytearray and memoryview go in; anything else is a TypeError, not a crash."""
+        alice, bob = pair("AES_CM_128_HMAC_SHA1_80")
+        for seq, kind in enumerate((bytes, bytearray, memoryview), 1):
+            wire = alice.protect(kind(rtp(seq)))
+            self.assertEqual(bob.unprotect(kind(wire)), rtp(seq))
+        for junk in ("text", 7, None):
+            with self.assertRaises(TypeError):
+                alice.protect(junk)
+            with self.assertRaises(TypeError):
+                bob.unprotect_rtcp(junk)
+        self.assertEqual((alice.protect_failures, bob.malformed), (0, 0))
+
     def test_every_sdes_suite_runs(self):
         """Every suite sdes negotiates has a libsrtp profile."""
         self.assertEqual(set(PROFILES), set(sdes.SUITES))
@@ -291,3 +310,33 @@ class KnownAnswerTests(unittest.TestCase):
             self.assertEqual(SRTPTransform(master, master, suite).protect(packet).hex(),
                              expected.hex(), suite)
             self.assertEqual(SRTPTransform(master, master, suite).unprotect(expected), packet)
+
+
+class NativePathTests(unittest.TestCase):
+    def test_built(self):
+        # make's venv builds sbc/net/_srtp.c (setup.py); without a C compiler
+        # and Python's headers the install goes on without it and this says so.
+        if os.environ.get("SBC_NATIVE") == "0":
+            self.assertIs(srtp._Path, srtp._PythonPath)
+            return
+        self.assertEqual(srtp.NATIVE, "native packet path",
+                         "sbc.net._srtp was not built: install a C compiler and Python's "
+                         "headers (Debian: gcc python3-dev), then make clean test")
+
+    def test_refuses_null_handles(self):
+        if srtp._Path is srtp._PythonPath:
+            return  # SBC_NATIVE=0: this suite's run without it (below)
+        for handles in ((0, 1), (1, 0)):
+            with self.assertRaises(ValueError):
+                srtp._srtp.Transform(*handles)
+        with self.assertRaises(TypeError):
+            srtp._srtp.Transform("0", 1)
+
+    def test_suite_passes_without_native(self):
+        # The cffi path stays tested: this file's tests, in a process with SBC_NATIVE=0.
+        env = dict(os.environ, SBC_NATIVE="0")
+        run = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider",
+                              "-k", "not without_native", __file__],
+                             env=env, cwd=ROOT, capture_output=True, text=True)
+        self.assertEqual(run.returncode, 0, run.stdout[-3000:] + run.stderr[-2000:])
+        self.assertRegex(run.stdout, r"\b[1-9][0-9] passed")
