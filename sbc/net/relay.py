@@ -315,13 +315,16 @@ class End:
                 self.transform_drops += 1
                 return
         latch = self.latch
+        queued = ()
         if addr != latch.remote:
             if not latch.receive(addr, now):
                 return
-            self._follow(now)
+            queued = self._follow(now)
         self.last = now
         self.stats.update(data, now)
         self._forward(data)
+        for data, addr in queued:  # came after this one: handled after it, in order
+            self.receive(data, addr, now)
 
     def _forward(self, data):
         """Send an accepted RTP packet on to the other end's party."""
@@ -376,11 +379,12 @@ class End:
                 self.transform_drops += 1
                 return
         latch = self.latch if self.mux else self.rtcp_latch
+        queued = ()
         if addr != latch.remote:
             if not latch.receive(addr, now):
                 return
             if self.mux:
-                self._follow(now)
+                queued = self._follow(now)
         self.last = now
         self.rtcp_in += 1
         self.rtcp_bytes_in += len(data)
@@ -391,21 +395,27 @@ class End:
             target, sendto = other.rtcp_latch.target, other._rtcp_sendto
         if target is None or sendto is None:
             self.unsent += 1
-            return
-        other._send(data, other.transform_out_rtcp, None, sendto, target)
+        else:
+            other._send(data, other.transform_out_rtcp, None, sendto, target)
+        for data, addr in queued:
+            self.receive(data, addr, now)
 
     def _follow(self, now):
         """Keep _peer_sock connected to the latched party, if any: after the latch
-        moved (a new source, a new signalled address, hold or resume)."""
+        moved (a new source, a new signalled address, hold or resume). Returns
+        the datagrams that were waiting on the port's sockets when it connected,
+        in the order they came, for the caller to handle (after the packet it
+        is handling, if any)."""
         latch = self.latch
         peer = latch.target if latch.target == latch.remote else None
         if peer == self._peer or self._rtp_sock is None:
-            return
+            return ()
         relay = self.session.relay
         if self._peer_sock is not None:
             relay._disconnect(self)
         if peer is not None and CONNECT:
-            relay._connect(self, peer, now)
+            return relay._connect(self, peer)
+        return ()
 
     def counters(self):
         """This end's figures now."""
@@ -476,7 +486,9 @@ class MediaSession:
                 self.relay._bind_rtcp(end)  # may fail: RTCP to this end is then unsent
         signalled = self.relay._address(remote)
         end.latch.signal(signalled)
-        end._follow(self.relay.clock.seconds())
+        now = self.relay.clock.seconds()
+        for data, addr in end._follow(now):
+            end.receive(data, addr, now)
         if rtcp is not None and signalled is not None:
             end.rtcp_latch.signal(self.relay._address(rtcp))
         else:
@@ -641,15 +653,20 @@ class Relay:
         sock.setblocking(False)
         return sock
 
-    def _connect(self, end, peer, now):
-        """Give `end` a socket on its RTP port connected to `peer`, its latched party.
+    def _connect(self, end, peer):
+        """Give `end` a socket on its RTP port connected to `peer`, its latched
+        party; the datagrams waiting on the port then (see below).
 
         A second socket may bind a port only when both have SO_REUSEPORT; it is
         set for the moment of the bind and cleared at once, so no other socket
         (another process's) can join the port, and the kernel never spreads the
         port's datagrams over the two: the connected one gets its peer's, the
-        other the rest. Datagrams that reached the new socket before it was
-        connected may be anyone's: they take the checked path.
+        other the rest. From the connect on, the peer's next packets wait on
+        the new socket, and the poller may read it before the port's own
+        socket: so what is already waiting on the port's socket (the peer's
+        earlier packets, say) is read now and returned first, then what
+        reached the new socket before it was connected (may be anyone's). The
+        caller hands them to the checked path, receive(), in that order.
         """
         rtp = end._rtp_sock
         sock = socket.socket(rtp.family, socket.SOCK_DGRAM)
@@ -666,18 +683,19 @@ class Relay:
             sock.close()  # unroutable, say: packets to the party go by sendto
             return
         sock.setblocking(False)
-        early = []
-        while True:
-            try:
-                early.append(sock.recvfrom(MAX_PACKET))
-            except OSError:
-                break
+        waiting = []
+        for recvfrom in (end._rtp_recvfrom, sock.recvfrom):
+            while True:
+                try:
+                    data, addr = recvfrom(MAX_PACKET)
+                except OSError:
+                    break
+                waiting.append((data, addr[:2]))
         # os.read and os.write on the descriptor cost less than the socket's
         # recv and send; _fd is cleared before the socket closes.
         end._peer_sock, end._peer, end._fd = sock, peer, sock.fileno()
         self._poller.add(sock, end.read_peer)
-        for data, addr in early:
-            end.receive(data, addr[:2], now)
+        return waiting
 
     def _disconnect(self, end):
         sock = end._peer_sock

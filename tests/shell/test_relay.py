@@ -336,6 +336,29 @@ class ConnectedSocketTests(RelayCase):
                 intruder.bind((HOST, session.ports[0]))
 
     @defer.inlineCallbacks
+    def test_order_kept_across_the_connect(self):
+        """Packets waiting on the port when the party is latched go out before the ones
+        that come after, on the new connected socket."""
+        if not CONNECT:
+            return  # no SO_REUSEPORT: one socket, nothing to reorder
+        session = self.open()
+        port = session.ports[0]
+        real = self.relay._connect
+
+        def connect(end, peer):
+            waiting = real(end, peer)
+            for seq in range(11, 21):  # these reach the new socket, the poller reads them next
+                self.caller.send(rtp(seq), port)
+            return waiting
+        self.relay._connect = connect
+        for seq in range(1, 11):  # waiting on the port's socket before the relay reads any
+            self.caller.send(rtp(seq), port)
+        got = yield self.callee.got(20)
+        self.assertEqual([struct.unpack_from("!H", data, 2)[0] for data, _ in got],
+                         list(range(1, 21)))
+        self.assertEqual(session.a.counters().out_of_order, 0)
+
+    @defer.inlineCallbacks
     def test_statistics_as_stream_stats_counts_them(self):
         """The connected path's own in-order accounting gives what StreamStats.update gives."""
         session = self.open()
