@@ -468,6 +468,37 @@ fast_value(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return sub(&t, i, e);
 }
 
+/* values(text, names) -> [str] of every such line (get_all's answer), or
+ * False when the text is not 1-byte or one of them is folded. */
+static PyObject *
+fast_values(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Text t;
+    Py_ssize_t i, e, from = 0;
+    PyObject *out, *item;
+    if (nargs != 2 || !names_arg(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "values(text, names)");
+        return NULL;
+    }
+    if (!text_of(args[0], &t)) Py_RETURN_FALSE;
+    if ((out = PyList_New(0)) == NULL) return NULL;
+    while ((i = find(&t, args[1], from)) >= 0) {
+        if ((e = line_end(&t, i)) < 0) {
+            Py_DECREF(out);
+            Py_RETURN_FALSE;
+        }
+        from = e;
+        while (e > i && (t.s[e - 1] == ' ' || t.s[e - 1] == '\t')) e--;
+        if ((item = sub(&t, i, e)) == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(item);
+    }
+    return out;
+}
+
 /* token(text, names, only) -> the first line's value when it is one run of
  * printable characters (Call-ID; Content-Length's digits with only set and
  * no other line of it), else None. */
@@ -569,6 +600,8 @@ static PyMethodDef methods[] = {
      "cseq(text, names) -> (seq, method) or None"},
     {"value", (PyCFunction)(void (*)(void))fast_value, METH_FASTCALL,
      "value(text, names) -> str, None (absent) or False (folded)"},
+    {"values", (PyCFunction)(void (*)(void))fast_values, METH_FASTCALL,
+     "values(text, names) -> [str] or False (folded)"},
     {"patch", (PyCFunction)(void (*)(void))fast_patch, METH_FASTCALL,
      "patch(text, raw, at, names, value) -> (text, raw), None (no one line) or False"},
     {"token", (PyCFunction)(void (*)(void))fast_token, METH_FASTCALL,

@@ -397,6 +397,10 @@ class Message:
         key = _KEYS.get(name) or header_key(name)
         if self._headers is None:
             text = self._text
+            if _fast is not None:
+                values = _fast.values(text, _NAMES[key])
+                if values is not False:  # False: a line is folded, joined below
+                    return values
             return [_text_value(text, m.end()) for m in _FIND[key].finditer(text)]
         return [v for k, _, v in self._headers if k == key]
 

@@ -116,6 +116,8 @@ READS = {
     "via": lambda m: m.via, "from": lambda m: m.from_, "to": lambda m: m.to,
     "contacts": lambda m: m.contacts, "cseq": lambda m: m.cseq, "call_id": lambda m: m.call_id,
     "get": lambda m: [m.get(n) for n in ("From", "To", "Contact", "Via", "Call-ID", "CSeq")],
+    "get_all": lambda m: [m.get_all(n) for n in ("From", "To", "Contact", "Via", "Call-ID",
+                                                 "CSeq", "Max-Forwards", "Record-Route")],
 }
 
 
@@ -199,6 +201,8 @@ class NativeTests(unittest.TestCase):
         for text in (text, "\r\n" + text, text + "\r"):
             none = type(None)
             self.assertIn(type(message._fast.value(text, names)), (str, bool, none))
+            found = message._fast.values(text, names)
+            self.assertTrue(found is False or all(type(v) is str for v in found), found)
             for raw in (b"", b"x" * 300):
                 self.assertIn(type(message._fast.patch(text, raw, 0, names, "v")),
                               (tuple, bool, none))
@@ -216,6 +220,9 @@ class NativeTests(unittest.TestCase):
         self.assertEqual(message._fast.via(text, (b"via", b"v")).branch, "z9hG4bK-1")
         self.assertEqual(message._fast.cseq(text, (b"cseq",)), (102, "INVITE"))
         self.assertEqual(message._fast.token(text, (b"call-id", b"i"), False), "4f1c2a7e@203.0.113.5")
+        self.assertEqual(message._fast.values(text + "\r\nv: SIP/2.0/TCP h \t", (b"via", b"v")),
+                         [USUAL[3][5:], "SIP/2.0/TCP h"])
+        self.assertEqual(message._fast.values(text, (b"route",)), [])
         raw = b"INVITE sip:a@b SIP/2.0" + text.encode() + b"\r\n\r\nbody"
         patched = message._fast.patch(text, raw, 22, (b"to", b"t"), "<sip:b@c>")
         self.assertEqual(patched, (text.replace(USUAL[1], "To: <sip:b@c>"),
@@ -225,6 +232,7 @@ class NativeTests(unittest.TestCase):
 
     def test_bad_arguments(self):
         for call in (lambda: message._fast.value("x", ["to"]),
+                     lambda: message._fast.values("x", ("to",)),
                      lambda: message._fast.value("x", ("to",)),
                      lambda: message._fast.address("x", (b"to",)),
                      lambda: message._fast.bind(1, 2, 3)):
@@ -244,6 +252,8 @@ class NativeTests(unittest.TestCase):
             lambda: message._fast.cseq(text, (b"cseq",)),
             lambda: message._fast.token(text, (b"call-id", b"i"), False),
             lambda: message._fast.value(text, (b"via", b"v")),
+            lambda: message._fast.values(text, (b"via", b"v")),
+            lambda: message._fast.values(text + "\r\n v", (b"via", b"v")),  # folded: False
             lambda: message._fast.patch(text, raw, 0, (b"call-id", b"i"), "x@y"),
             lambda: message._fast.patch(text, raw, 0, (b"to", b"t"), "x"),  # repeated: None
         ]
