@@ -20,7 +20,7 @@ in a buffer of their own with a length cell allocated once: pylibsrtp's
 Session methods allocate the length cell, check types and raise an
 exception per refused packet, which costs about as much again as the cipher
 on a 172-byte packet. Either way the Sessions make and own the libsrtp
-contexts, and both paths refuse and count alike (tests/unit/test_srtp.py
+contexts, and both paths refuse and count alike (tests/shell/test_srtp.py
 runs on each). Sizes follow pylibsrtp's: SRTP packets above 1500 bytes and
 RTP packets above 1356 (1500 less the largest trailer) are dropped and
 counted. SBC_NATIVE=0 turns the native path off.
@@ -147,18 +147,17 @@ def _address(cdata):
     return int(ffi.cast("uintptr_t", cdata))
 
 
-try:
-    from . import _srtp
-    _srtp.bind(*(_address(ffi.addressof(lib, name)) for name in (
-        "srtp_protect", "srtp_unprotect", "srtp_protect_rtcp", "srtp_unprotect_rtcp")))
-    _Path, _handle = _srtp.Transform, _address
-    NATIVE = "native packet path"
-except ImportError:
-    _Path, _handle = _PythonPath, lambda cdata: cdata
-    NATIVE = "pure Python (sbc.net._srtp was not built: no C compiler or Python headers at install)"
-if os.environ.get("SBC_NATIVE") == "0":
-    _Path, _handle = _PythonPath, lambda cdata: cdata
-    NATIVE = "pure Python (SBC_NATIVE=0)"
+_Path, _handle, NATIVE = _PythonPath, (lambda cdata: cdata), "pure Python (SBC_NATIVE=0)"
+if os.environ.get("SBC_NATIVE") != "0":
+    try:
+        from . import _srtp
+    except ImportError:
+        NATIVE = ("pure Python (sbc.net._srtp was not built: no C compiler or Python "
+                  "headers at install)")
+    else:
+        _srtp.bind(*(_address(ffi.addressof(lib, name)) for name in (
+            "srtp_protect", "srtp_unprotect", "srtp_protect_rtcp", "srtp_unprotect_rtcp")))
+        _Path, _handle, NATIVE = _srtp.Transform, _address, "native packet path"
 
 
 class SRTPTransform(_Path):
