@@ -681,7 +681,7 @@ class Relay:
                 rtp.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
         except OSError:
             sock.close()  # unroutable, say: packets to the party go by sendto
-            return
+            return ()
         sock.setblocking(False)
         waiting = []
         for recvfrom in (end._rtp_recvfrom, sock.recvfrom):

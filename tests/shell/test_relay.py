@@ -359,6 +359,26 @@ class ConnectedSocketTests(RelayCase):
         self.assertEqual(session.a.counters().out_of_order, 0)
 
     @defer.inlineCallbacks
+    def test_party_relayed_when_the_connect_fails(self):
+        """A socket that cannot be connected to the party (unroutable, say) leaves the
+        relay on the port's own socket: the stream still flows both ways."""
+        import sbc.net.relay as relay_module
+
+        class Unroutable(socket.socket):
+            def connect(self, address):
+                raise OSError(101, "Network is unreachable")
+        session = self.open()
+        self.patch(relay_module.socket, "socket", Unroutable)
+        self.caller.send(rtp(1), session.ports[0])
+        self.caller.send(rtp(2), session.ports[0])
+        got = yield self.callee.got(2)
+        self.assertEqual([data for data, _ in got], [rtp(1), rtp(2)])
+        self.assertIsNone(session.a._peer_sock)
+        self.callee.send(rtp(1, b"back"), session.ports[1])
+        got = yield self.caller.got()
+        self.assertEqual(got, [(rtp(1, b"back"), (HOST, session.ports[0]))])
+
+    @defer.inlineCallbacks
     def test_statistics_as_stream_stats_counts_them(self):
         """The connected path's own in-order accounting gives what StreamStats.update gives."""
         session = self.open()
