@@ -67,6 +67,10 @@ apply(Transform *self, PyObject *packet, int which, Py_ssize_t room)
     int len, status;
     int outbound = which == PROTECT || which == PROTECT_RTCP;
 
+    if (!self->in) {  /* made with __new__ alone: no contexts to call libsrtp with */
+        PyErr_SetString(PyExc_RuntimeError, "Transform was not initialized");
+        return NULL;
+    }
     if (PyObject_GetBuffer(packet, &view, PyBUF_SIMPLE) < 0)
         return NULL;
     if (view.len > room) {

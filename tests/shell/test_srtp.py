@@ -331,6 +331,8 @@ class NativePathTests(unittest.TestCase):
                 srtp._srtp.Transform(*handles)
         with self.assertRaises(TypeError):
             srtp._srtp.Transform("0", 1)
+        with self.assertRaises(RuntimeError):
+            SRTPTransform.__new__(SRTPTransform).protect(b"\x80" + bytes(11))
 
     def test_suite_passes_without_native(self):
         # The cffi path stays tested: this file's tests, in a process with SBC_NATIVE=0.
