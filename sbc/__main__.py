@@ -166,6 +166,8 @@ def run(args):
         import dataclasses
         config = dataclasses.replace(config, state_dir=args.state_dir)
 
+    from .net import loop
+    loop.install()
     from twisted.internet import reactor
     from twisted.logger import Logger
 
