@@ -578,6 +578,65 @@ fast_patch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* An ASCII str's characters and length; 0 for anything else. */
+static int
+ascii_of(PyObject *obj, const char **s, Py_ssize_t *n)
+{
+    if (!PyUnicode_Check(obj) || PyUnicode_READY(obj) < 0 || !PyUnicode_IS_ASCII(obj))
+        return 0;
+    *s = (const char *)PyUnicode_1BYTE_DATA(obj);
+    *n = PyUnicode_GET_LENGTH(obj);
+    return 1;
+}
+
+/* serialize(start, headers, body) -> the message's bytes, as __bytes__
+ * joins them: start CRLF, "name: value" CRLF per header, CRLF, body. None
+ * (the caller joins them) unless the start line and every header's name and
+ * value are ASCII str, there is a header at all, and the body is bytes. */
+static PyObject *
+fast_serialize(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    const char *s;
+    Py_ssize_t n, total, count, k;
+    PyObject *headers, *out;
+    char *w;
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "serialize(start, headers, body)");
+        return NULL;
+    }
+    if (!PyList_Check(args[1]) || !PyBytes_Check(args[2])) Py_RETURN_NONE;
+    headers = args[1];
+    count = PyList_GET_SIZE(headers);
+    if (!count || !ascii_of(args[0], &s, &n)) Py_RETURN_NONE;
+    total = n + 2 + 2 + PyBytes_GET_SIZE(args[2]);
+    for (k = 0; k < count; k++) {
+        PyObject *item = PyList_GET_ITEM(headers, k);
+        Py_ssize_t a, b;
+        if (!PyTuple_Check(item) || PyTuple_GET_SIZE(item) != 3
+            || !ascii_of(PyTuple_GET_ITEM(item, 1), &s, &a)
+            || !ascii_of(PyTuple_GET_ITEM(item, 2), &s, &b))
+            Py_RETURN_NONE;
+        total += a + 2 + b + 2;
+    }
+    if ((out = PyBytes_FromStringAndSize(NULL, total)) == NULL) return NULL;
+    w = PyBytes_AS_STRING(out);
+    ascii_of(args[0], &s, &n);
+    memcpy(w, s, n), w += n;
+    *w++ = '\r', *w++ = '\n';
+    for (k = 0; k < count; k++) {  /* every item was checked above; nothing ran since */
+        PyObject *item = PyList_GET_ITEM(headers, k);
+        ascii_of(PyTuple_GET_ITEM(item, 1), &s, &n);
+        memcpy(w, s, n), w += n;
+        *w++ = ':', *w++ = ' ';
+        ascii_of(PyTuple_GET_ITEM(item, 2), &s, &n);
+        memcpy(w, s, n), w += n;
+        *w++ = '\r', *w++ = '\n';
+    }
+    *w++ = '\r', *w++ = '\n';
+    memcpy(w, PyBytes_AS_STRING(args[2]), PyBytes_GET_SIZE(args[2]));
+    return out;
+}
+
 static PyObject *
 fast_bind(PyObject *self, PyObject *args)
 {
@@ -600,6 +659,8 @@ static PyMethodDef methods[] = {
      "cseq(text, names) -> (seq, method) or None"},
     {"value", (PyCFunction)(void (*)(void))fast_value, METH_FASTCALL,
      "value(text, names) -> str, None (absent) or False (folded)"},
+    {"serialize", (PyCFunction)(void (*)(void))fast_serialize, METH_FASTCALL,
+     "serialize(start, headers, body) -> bytes or None (not all ASCII str)"},
     {"values", (PyCFunction)(void (*)(void))fast_values, METH_FASTCALL,
      "values(text, names) -> [str] or False (folded)"},
     {"patch", (PyCFunction)(void (*)(void))fast_patch, METH_FASTCALL,

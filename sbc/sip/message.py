@@ -783,9 +783,12 @@ class Message:
                 headers[first] = ("content-length", headers[first][1], length)
                 headers[:] = [item for i, item in enumerate(headers)
                               if i == first or item[0] != "content-length"]
-        lines = [f"{n}: {v}" for _, n, v in headers]
-        raw = (self.start_line() + "\r\n" + "\r\n".join(lines) + "\r\n\r\n").encode(
-            "utf-8", "surrogateescape") + self._body
+        start = self.start_line()
+        raw = None if _fast is None else _fast.serialize(start, headers, self._body)
+        if raw is None:  # a header not ASCII str (or none at all): joined here
+            lines = [f"{n}: {v}" for _, n, v in headers]
+            raw = (start + "\r\n" + "\r\n".join(lines) + "\r\n\r\n").encode(
+                "utf-8", "surrogateescape") + self._body
         self._raw = raw
         return raw
 

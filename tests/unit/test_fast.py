@@ -203,6 +203,11 @@ class NativeTests(unittest.TestCase):
             self.assertIn(type(message._fast.value(text, names)), (str, bool, none))
             found = message._fast.values(text, names)
             self.assertTrue(found is False or all(type(v) is str for v in found), found)
+            headers = [("x", "X", text), ("y", text or "Y", "1")]
+            raw = message._fast.serialize(text, headers, b"body")
+            if raw is not None:  # as __bytes__ would join them
+                joined = text + "\r\n" + "".join(f"{n}: {v}\r\n" for _, n, v in headers)
+                self.assertEqual(raw, (joined + "\r\n").encode() + b"body")
             for raw in (b"", b"x" * 300):
                 self.assertIn(type(message._fast.patch(text, raw, 0, names, "v")),
                               (tuple, bool, none))
@@ -223,6 +228,13 @@ class NativeTests(unittest.TestCase):
         self.assertEqual(message._fast.values(text + "\r\nv: SIP/2.0/TCP h \t", (b"via", b"v")),
                          [USUAL[3][5:], "SIP/2.0/TCP h"])
         self.assertEqual(message._fast.values(text, (b"route",)), [])
+        headers = [(line.split(":")[0].lower(), *line.split(": ", 1)) for line in USUAL]
+        self.assertEqual(message._fast.serialize("SIP/2.0 200 OK", headers, b"v=0\r\n"),
+                         ("SIP/2.0 200 OK\r\n" + "\r\n".join(USUAL) + "\r\n\r\nv=0\r\n").encode())
+        for declined in (("SIP/2.0 200 OK", [], b""), ("SIP/2.0 200 OK", headers, bytearray()),
+                         ("SIP/2.0 200 OK", [("to", "To", "é")], b""),
+                         ("SIP/2.0 200 OK", [("to", "To", 1)], b""), ("é", headers, b"")):
+            self.assertIsNone(message._fast.serialize(*declined))
         raw = b"INVITE sip:a@b SIP/2.0" + text.encode() + b"\r\n\r\nbody"
         patched = message._fast.patch(text, raw, 22, (b"to", b"t"), "<sip:b@c>")
         self.assertEqual(patched, (text.replace(USUAL[1], "To: <sip:b@c>"),
@@ -233,6 +245,7 @@ class NativeTests(unittest.TestCase):
     def test_bad_arguments(self):
         for call in (lambda: message._fast.value("x", ["to"]),
                      lambda: message._fast.values("x", ("to",)),
+                     lambda: message._fast.serialize("x", []),
                      lambda: message._fast.value("x", ("to",)),
                      lambda: message._fast.address("x", (b"to",)),
                      lambda: message._fast.bind(1, 2, 3)):
@@ -253,6 +266,8 @@ class NativeTests(unittest.TestCase):
             lambda: message._fast.token(text, (b"call-id", b"i"), False),
             lambda: message._fast.value(text, (b"via", b"v")),
             lambda: message._fast.values(text, (b"via", b"v")),
+            lambda: message._fast.serialize("SIP/2.0 200 OK", [("to", "To", "x")], b"b"),
+            lambda: message._fast.serialize("SIP/2.0 200 OK", [("to", "To", "é")], b""),
             lambda: message._fast.values(text + "\r\n v", (b"via", b"v")),  # folded: False
             lambda: message._fast.patch(text, raw, 0, (b"call-id", b"i"), "x@y"),
             lambda: message._fast.patch(text, raw, 0, (b"to", b"t"), "x"),  # repeated: None
