@@ -578,6 +578,67 @@ fast_patch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* split(text, keys) -> [(key, name, value)] for every header line of the
+ * unsplit text, as _split_headers makes them: `name` exactly as written and
+ * found in `keys` (spelling -> key), the value stripped of blanks. None
+ * (the Python path decides) for a text that is not 1-byte, a folded line,
+ * or a line whose name is not in `keys` (another spelling, or malformed). */
+static PyObject *
+fast_split(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    Text t;
+    Py_ssize_t i, end, colon, a, b;
+    PyObject *out, *name = NULL, *key, *value = NULL, *item;
+    if (nargs != 2 || !PyDict_Check(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "split(text, keys: dict)");
+        return NULL;
+    }
+    if (!text_of(args[0], &t) || t.n < 2 || t.s[0] != '\r' || t.s[1] != '\n') Py_RETURN_NONE;
+    if ((out = PyList_New(0)) == NULL) return NULL;
+    for (i = 2; i <= t.n; i = end + 2) {
+        const unsigned char *colon_at;
+        end = i;  /* the line runs to the next CRLF or the end of the text */
+        for (;;) {
+            const unsigned char *cr = end < t.n ? memchr(t.s + end, '\r', t.n - end) : NULL;
+            if (cr == NULL) { end = t.n; break; }
+            end = cr - t.s;
+            if (end + 1 < t.n && t.s[end + 1] == '\n') break;
+            end++;
+        }
+        if (end == i || t.s[i] == ' ' || t.s[i] == '\t') goto decline;  /* empty or folded */
+        colon_at = memchr(t.s + i, ':', end - i);
+        if (colon_at == NULL) goto decline;
+        colon = colon_at - t.s;
+        if ((name = sub(&t, i, colon)) == NULL) goto error;
+        key = PyDict_GetItemWithError(args[1], name);  /* borrowed */
+        if (key == NULL) {
+            if (PyErr_Occurred()) goto error;
+            goto decline;
+        }
+        for (a = colon + 1; a < end && (t.s[a] == ' ' || t.s[a] == '\t'); a++);
+        for (b = end; b > a && (t.s[b - 1] == ' ' || t.s[b - 1] == '\t'); b--);
+        if ((value = sub(&t, a, b)) == NULL) goto error;
+        item = PyTuple_Pack(3, key, name, value);
+        Py_CLEAR(name);
+        Py_CLEAR(value);
+        if (item == NULL || PyList_Append(out, item) < 0) {
+            Py_XDECREF(item);
+            goto error;
+        }
+        Py_DECREF(item);
+    }
+    return out;
+decline:
+    Py_XDECREF(name);
+    Py_DECREF(out);
+    Py_RETURN_NONE;
+error:
+    Py_XDECREF(name);
+    Py_XDECREF(value);
+    Py_DECREF(out);
+    return NULL;
+}
+
 /* An ASCII str's characters and length; 0 for anything else. */
 static int
 ascii_of(PyObject *obj, const char **s, Py_ssize_t *n)
@@ -659,6 +720,8 @@ static PyMethodDef methods[] = {
      "cseq(text, names) -> (seq, method) or None"},
     {"value", (PyCFunction)(void (*)(void))fast_value, METH_FASTCALL,
      "value(text, names) -> str, None (absent) or False (folded)"},
+    {"split", (PyCFunction)(void (*)(void))fast_split, METH_FASTCALL,
+     "split(text, keys) -> [(key, name, value)] or None"},
     {"serialize", (PyCFunction)(void (*)(void))fast_serialize, METH_FASTCALL,
      "serialize(start, headers, body) -> bytes or None (not all ASCII str)"},
     {"values", (PyCFunction)(void (*)(void))fast_values, METH_FASTCALL,

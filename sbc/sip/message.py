@@ -323,7 +323,10 @@ class Message:
     def headers(self):
         headers = self._headers
         if headers is None:
-            headers, self._defect = _split_headers(self._text.split("\r\n")[1:], self._limits)
+            text = self._text
+            headers = None if _fast is None else _fast.split(text, _KEYS)
+            if headers is None:  # a folded or malformed line, or a new spelling
+                headers, self._defect = _split_headers(text.split("\r\n")[1:], self._limits)
             self._headers = headers
             self._text = None
         return headers

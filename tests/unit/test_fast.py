@@ -118,6 +118,7 @@ READS = {
     "get": lambda m: [m.get(n) for n in ("From", "To", "Contact", "Via", "Call-ID", "CSeq")],
     "get_all": lambda m: [m.get_all(n) for n in ("From", "To", "Contact", "Via", "Call-ID",
                                                  "CSeq", "Max-Forwards", "Record-Route")],
+    "headers": lambda m: (m.headers, str(m.defect)),
 }
 
 
@@ -203,6 +204,9 @@ class NativeTests(unittest.TestCase):
             self.assertIn(type(message._fast.value(text, names)), (str, bool, none))
             found = message._fast.values(text, names)
             self.assertTrue(found is False or all(type(v) is str for v in found), found)
+            lines = message._fast.split(text, message._KEYS)
+            if lines is not None:  # as _split_headers has them, with no defect
+                self.assertEqual((lines, None), message._split_headers(text.split("\r\n")[1:], None))
             headers = [("x", "X", text), ("y", text or "Y", "1")]
             raw = message._fast.serialize(text, headers, b"body")
             if raw is not None:  # as __bytes__ would join them
@@ -229,6 +233,10 @@ class NativeTests(unittest.TestCase):
                          [USUAL[3][5:], "SIP/2.0/TCP h"])
         self.assertEqual(message._fast.values(text, (b"route",)), [])
         headers = [(line.split(":")[0].lower(), *line.split(": ", 1)) for line in USUAL]
+        self.assertEqual(message._fast.split(text, message._KEYS), headers)
+        for declined in ("", text + "\r\n", text + "\r\n\tfolded", text + "\r\nNo-Colon",
+                         text + "\r\nX-Unheard-Of: 1", "\r\nTo: é"[:-1] + "\u0100"):
+            self.assertIsNone(message._fast.split(declined, message._KEYS), repr(declined))
         self.assertEqual(message._fast.serialize("SIP/2.0 200 OK", headers, b"v=0\r\n"),
                          ("SIP/2.0 200 OK\r\n" + "\r\n".join(USUAL) + "\r\n\r\nv=0\r\n").encode())
         for declined in (("SIP/2.0 200 OK", [], b""), ("SIP/2.0 200 OK", headers, bytearray()),
@@ -246,6 +254,7 @@ class NativeTests(unittest.TestCase):
         for call in (lambda: message._fast.value("x", ["to"]),
                      lambda: message._fast.values("x", ("to",)),
                      lambda: message._fast.serialize("x", []),
+                     lambda: message._fast.split("x", [("via", "via")]),
                      lambda: message._fast.value("x", ("to",)),
                      lambda: message._fast.address("x", (b"to",)),
                      lambda: message._fast.bind(1, 2, 3)):
@@ -267,6 +276,8 @@ class NativeTests(unittest.TestCase):
             lambda: message._fast.value(text, (b"via", b"v")),
             lambda: message._fast.values(text, (b"via", b"v")),
             lambda: message._fast.serialize("SIP/2.0 200 OK", [("to", "To", "x")], b"b"),
+            lambda: message._fast.split(text, message._KEYS),
+            lambda: message._fast.split(text + "\r\n fold", message._KEYS),  # None
             lambda: message._fast.serialize("SIP/2.0 200 OK", [("to", "To", "é")], b""),
             lambda: message._fast.values(text + "\r\n v", (b"via", b"v")),  # folded: False
             lambda: message._fast.patch(text, raw, 0, (b"call-id", b"i"), "x@y"),
