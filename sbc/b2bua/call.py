@@ -973,16 +973,13 @@ class Calls:
         if b.invite_txn is None or b.cancel_sent:
             return []
         b.cancel_sent = True
-        cancel = Request("CANCEL", b.invite.uri)
-        via = b.invite.get("via")
-        cancel.headers = [("via", "Via", via), ("max-forwards", "Max-Forwards", "70")]
-        cancel.headers += [("route", "Route", r) for r in b.route_set]
-        cancel.headers += [("from", "From", b.invite.get("from")), ("to", "To", b.invite.get("to")),
-                           ("call-id", "Call-ID", b.call_id),
-                           ("cseq", "CSeq", f"{b.invite.cseq.seq} CANCEL"),
-                           ("content-length", "Content-Length", "0")]
+        return self._cancel(b.invite_txn, now)
+
+    def _cancel(self, txn, now):
+        """CANCEL our INVITE client transaction `txn` (RFC 3261 §9.1: its top Via,
+        Route, From, To, Call-ID and CSeq number), or nothing if it cannot be."""
         try:
-            return self.stack.transactions.send_request(cancel, b.invite_txn.peer, now)[1]
+            return self.stack.transactions.send_request(make_cancel(txn.request), txn.peer, now)[1]
         except LocalProtocolError:
             return []
 
@@ -1149,11 +1146,7 @@ class Calls:
                     out += self.stack.respond(server, self._reply(server.request, 487,
                                                                   "Request Terminated"), now)
                 if client.method == "INVITE" and client.state is PROCEEDING:
-                    try:
-                        out += self.stack.transactions.send_request(make_cancel(client.request),
-                                                                    client.peer, now)[1]
-                    except LocalProtocolError:
-                        pass
+                    out += self._cancel(client, now)
         return out
 
     def _finish(self, call, by, reason, now):
