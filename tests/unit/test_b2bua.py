@@ -320,6 +320,16 @@ class CancelTests(Case):
         [ended] = [e for e in out if isinstance(e, CallEnded)]
         self.assertEqual((ended.call.final_code, ended.call.reason), (487, "cancel"))
 
+    def test_cancel_keeps_the_invites_route(self):
+        """Our CANCEL has the INVITE's Route headers (RFC 3261 §9.1), not the route set
+        a provisional's Record-Route started."""
+        _, _, b = self.start()
+        self.feed(self.answer(b, 180, extra=(("Record-Route", "<sip:proxy.example;lr>"),)), GW1)
+        [b_cancel] = self.sends(self.feed(CANCEL, PBX), GW1)
+        self.assertEqual(b_cancel.get_all("route"), b.get_all("route"))
+        self.assertEqual((b_cancel.call_id, b_cancel.cseq.seq, b_cancel.get("to")),
+                         (b.call_id, b.cseq.seq, b.get("to")))
+
     def test_cancel_after_100_only(self):
         """A CANCEL after the carrier's 100 Trying (no ringing yet) is passed on at once."""
         _, _, b = self.start()
