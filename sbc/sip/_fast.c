@@ -597,15 +597,9 @@ fast_split(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     if ((out = PyList_New(0)) == NULL) return NULL;
     for (i = 2; i <= t.n; i = end + 2) {
         const unsigned char *colon_at;
-        end = i;  /* the line runs to the next CRLF or the end of the text */
-        for (;;) {
-            const unsigned char *cr = end < t.n ? memchr(t.s + end, '\r', t.n - end) : NULL;
-            if (cr == NULL) { end = t.n; break; }
-            end = cr - t.s;
-            if (end + 1 < t.n && t.s[end + 1] == '\n') break;
-            end++;
-        }
-        if (end == i || t.s[i] == ' ' || t.s[i] == '\t') goto decline;  /* empty or folded */
+        /* -1: a continuation line follows; a line starting blank continues nothing */
+        if ((end = line_end(&t, i)) < 0 || end == i || t.s[i] == ' ' || t.s[i] == '\t')
+            goto decline;
         colon_at = memchr(t.s + i, ':', end - i);
         if (colon_at == NULL) goto decline;
         colon = colon_at - t.s;
