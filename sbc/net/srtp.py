@@ -16,10 +16,9 @@ These four run once per packet. When the native packet path (_srtp.c) is
 built, they are its C methods: libsrtp is called straight from C, with no
 Python frame or argument conversion around it. Otherwise they are
 _PythonPath's, which call libsrtp through pylibsrtp's cffi binding directly,
-in a buffer of their own with a length cell allocated once: pylibsrtp's
+in a buffer of their own with a length cell allocated once (pylibsrtp's
 Session methods allocate the length cell, check types and raise an
-exception per refused packet, which costs about as much again as the cipher
-on a 172-byte packet. Either way the Sessions make and own the libsrtp
+exception per refused packet). Either way the Sessions make and own the libsrtp
 contexts, and both paths refuse and count alike (tests/shell/test_srtp.py
 runs on each). Sizes follow pylibsrtp's: SRTP packets above 1500 bytes and
 RTP packets above 1356 (1500 less the largest trailer) are dropped and
@@ -75,72 +74,47 @@ class _PythonPath:
         self.malformed = 0
         self.protect_failures = 0
 
-    def _refused(self, status):
-        if status == _AUTH_FAIL:
+    def _apply(self, call, ctx, packet, room, outbound):
+        """One packet through libsrtp, in place in our buffer, as _srtp.c's
+        apply(): `room` is the largest input; a refused packet is counted."""
+        n = len(packet)
+        if n > room:
+            if outbound:
+                self.protect_failures += 1
+            else:
+                self.malformed += 1
+            return None
+        self._buffer[0:n] = packet
+        length = self._length
+        length[0] = n
+        status = call(ctx, self._cdata, length)
+        if not status:
+            return self._buffer[0:length[0]]
+        if outbound:
+            self.protect_failures += 1
+        elif status == _AUTH_FAIL:
             self.auth_failures += 1
         elif status in _REPLAY_FAIL:
             self.replays += 1
         else:
             self.malformed += 1
+        return None
 
-    # The four below are one pattern, written out: each is on the packet path.
     def unprotect(self, packet):
         """SRTP packet from the peer -> RTP packet, or None (dropped and counted)."""
-        n = len(packet)
-        if n > BUFFER:
-            self.malformed += 1
-            return None
-        self._buffer[0:n] = packet
-        length = self._length
-        length[0] = n
-        status = _unprotect(self._in, self._cdata, length)
-        if status:
-            self._refused(status)
-            return None
-        return self._buffer[0:length[0]]
+        return self._apply(_unprotect, self._in, packet, BUFFER, False)
 
     def protect(self, packet):
         """RTP packet towards the peer -> SRTP packet, or None (dropped and counted)."""
-        n = len(packet)
-        if n > RTP_ROOM:
-            self.protect_failures += 1
-            return None
-        self._buffer[0:n] = packet
-        length = self._length
-        length[0] = n
-        if _protect(self._out, self._cdata, length):
-            self.protect_failures += 1
-            return None
-        return self._buffer[0:length[0]]
+        return self._apply(_protect, self._out, packet, RTP_ROOM, True)
 
     def unprotect_rtcp(self, packet):
         """SRTCP packet from the peer -> RTCP packet, or None (dropped and counted)."""
-        n = len(packet)
-        if n > BUFFER:
-            self.malformed += 1
-            return None
-        self._buffer[0:n] = packet
-        length = self._length
-        length[0] = n
-        status = _unprotect_rtcp(self._in, self._cdata, length)
-        if status:
-            self._refused(status)
-            return None
-        return self._buffer[0:length[0]]
+        return self._apply(_unprotect_rtcp, self._in, packet, BUFFER, False)
 
     def protect_rtcp(self, packet):
         """RTCP packet towards the peer -> SRTCP packet, or None (dropped and counted)."""
-        n = len(packet)
-        if n > RTCP_ROOM:
-            self.protect_failures += 1
-            return None
-        self._buffer[0:n] = packet
-        length = self._length
-        length[0] = n
-        if _protect_rtcp(self._out, self._cdata, length):
-            self.protect_failures += 1
-            return None
-        return self._buffer[0:length[0]]
+        return self._apply(_protect_rtcp, self._out, packet, RTCP_ROOM, True)
 
 
 def _address(cdata):
