@@ -9,8 +9,9 @@ shapes go to the general parsers in headers.py. Structured values are cached.
 An unmodified message is serialized from the bytes it was parsed from, so it
 round-trips exactly; set() on an unsplit message rewrites one line in place.
 When the native fast path (_fast.c) is built, it is tried first for those
-usual shapes and for that rewrite; it declines (None/False) anything else,
-which then takes the Python path below, so both give the same answers
+usual shapes and that rewrite, for every line of a header (get_all), for
+the split into lines and for serializing; it declines (None/False) anything
+else, which then takes the Python path below, so both give the same answers
 (tests/unit/test_fast.py). bench/parse.py measures all of this against sippy
 and a naive split.
 """
