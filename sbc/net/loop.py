@@ -8,6 +8,11 @@ Here the handler is called directly. The context only names the "system"
 of legacy twisted.python.log messages; sbc logs through twisted.logger with
 namespaces of its own. What the context's wrapper also did is kept: an
 exception escaping the handler is logged, never raised out of the loop.
+
+`after_round(f)` runs f once every descriptor of the current round has been
+handled, before the loop sleeps again: under load one round reads many
+datagrams, and work that only has to be done before sleeping (arming the
+SIP timer) is then done once for all of them.
 """
 
 from twisted.logger import Logger
@@ -22,6 +27,18 @@ except ImportError:  # no epoll (not Linux): Twisted's default reactor stays
 
 if EPollReactor is not None:
     class Reactor(EPollReactor):
+        def __init__(self):
+            super().__init__()
+            self._round = None  # while handlers run: what runs after them
+
+        def after_round(self, f):
+            """Run f() once this round's handlers are done; False (nothing
+            queued) outside a round: the caller runs it now."""
+            if self._round is None:
+                return False
+            self._round.append(f)
+            return True
+
         def doPoll(self, timeout):
             """Wait up to `timeout` seconds (None: until something is ready),
             then hand every ready descriptor its events."""
@@ -32,16 +49,25 @@ if EPollReactor is not None:
             except InterruptedError:
                 return  # a signal: the main loop comes round again
             selectables, handle = self._selectables, self._doReadOrWrite
-            for fd, event in ready:
-                selectable = selectables.get(fd)
-                if selectable is None:
-                    continue  # removed by an earlier handler of this round
-                try:
-                    handle(selectable, fd, event)
-                except KeyboardInterrupt:
-                    raise
-                except BaseException:
-                    log.failure("event loop: {selectable!r}", selectable=selectable)
+            after = self._round = []
+            try:
+                for fd, event in ready:
+                    selectable = selectables.get(fd)
+                    if selectable is None:
+                        continue  # removed by an earlier handler of this round
+                    try:
+                        handle(selectable, fd, event)
+                    except KeyboardInterrupt:
+                        raise
+                    except BaseException:
+                        log.failure("event loop: {selectable!r}", selectable=selectable)
+            finally:
+                self._round = None
+                for f in after:
+                    try:
+                        f()
+                    except Exception:  # noqa: BLE001 - a bug in one never stops the loop
+                        log.failure("event loop: after the round: {f!r}", f=f)
 
         doIteration = doPoll
 

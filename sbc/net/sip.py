@@ -24,6 +24,7 @@ from . import rcvbuf
 from .tls import HandshakeTracking, is_handshake_failure, peer_names
 
 _ids = itertools.count(1)
+_PEERS_MAX = 4096  # source addresses a UDP listener remembers the Peer of
 
 
 def _host(host):
@@ -40,6 +41,9 @@ class SIPDatagramProtocol(protocol.DatagramProtocol):
         self.family = family
         self.dual_stack = dual_stack  # bound to "::": IPv4 peers arrive as ::ffff:a.b.c.d
         self.id = next(_ids)
+        # The Peer of each source address seen lately: a call's datagrams come
+        # from a few, and building a Peer cost more than looking one up.
+        self._peers = {}
 
     def send(self, data, addr):
         """sendto() without Twisted's Port.write: that checks the address is
@@ -57,7 +61,13 @@ class SIPDatagramProtocol(protocol.DatagramProtocol):
     def datagramReceived(self, data, addr):
         if len(data) <= 4 and not data.strip():
             return  # CRLF keep-alive (RFC 5626 §4.4.2 uses STUN; CRLF is common practice)
-        self.sip.receive(data, Peer("udp", _host(addr[0]), addr[1], self.id), True)
+        peer = self._peers.get(addr)
+        if peer is None:
+            peers = self._peers
+            if len(peers) >= _PEERS_MAX:  # a scan from many ports: start again
+                peers.clear()
+            peer = peers[addr] = Peer("udp", _host(addr[0]), addr[1], self.id)
+        self.sip.receive(data, peer, True)
 
 
 class SIPStreamProtocol(HandshakeTracking, protocol.Protocol):
@@ -178,6 +188,10 @@ class SIPService(service.Service):
         self.per_ip = {}
         self._timer = None
         self._deadline = None
+        # sbc.net.loop's reactor arms the timer once per round of I/O, not
+        # once per datagram; any other reactor (tests, a Clock) at once.
+        self._after_round = getattr(reactor, "after_round", None)
+        self._arm_queued = False
         self.on_event = None  # gets every effect that is not for the wire (call events)
 
     # -- lifecycle --------------------------------------------------------------
@@ -277,7 +291,12 @@ class SIPService(service.Service):
                 self.metrics.drop(effect.transport, effect.reason)
             elif self.on_event is not None:
                 self.on_event(effect)
-        self._arm()
+        if not self._arm_queued:
+            after = self._after_round
+            if after is not None and after(self._arm_after_round):
+                self._arm_queued = True
+            else:
+                self._arm()
 
     def send(self, message, dest):
         data = bytes(message)
@@ -396,6 +415,10 @@ class SIPService(service.Service):
         if deadline is not None:
             delay = max(0.0, deadline - self.reactor.seconds())
             self._timer = self.reactor.callLater(delay, self._expire)
+
+    def _arm_after_round(self):
+        self._arm_queued = False
+        self._arm()
 
     def _expire(self):
         self._timer = self._deadline = None

@@ -84,6 +84,38 @@ class LoopTests(unittest.TestCase):
         self.assertEqual(len(self.flushLoggedErrors(RuntimeError)), 1)
         self.flushLoggedErrors(ValueError)
 
+    def test_after_round_runs_once_every_descriptor_is_handled(self):
+        one, send_one = self.reader()
+        two, send_two = self.reader()
+        seen = []
+        one.doRead = lambda: (Reader.doRead(one), self.reactor.after_round(
+            lambda: seen.append((list(one.read), list(two.read)))))[0]
+        send_one.send(b"a")
+        send_two.send(b"b")
+        self.reactor.doPoll(0)
+        # Queued by the first reader, run after the second one read too.
+        self.assertEqual(seen, [([b"a"], [b"b"])])
+        self.reactor.doPoll(0)  # nothing ready, nothing queued: nothing runs again
+        self.assertEqual(len(seen), 1)
+
+    def test_after_round_outside_a_round_queues_nothing(self):
+        self.assertFalse(self.reactor.after_round(lambda: self.fail("ran")))
+        self.reactor.doPoll(0)
+
+    def test_a_failing_after_round_is_logged_and_the_others_run(self):
+        one, send_one = self.reader()
+        ran = []
+
+        def queue():
+            Reader.doRead(one)
+            self.reactor.after_round(lambda: 1 / 0)
+            self.reactor.after_round(lambda: ran.append(True))
+        one.doRead = queue
+        send_one.send(b"a")
+        self.reactor.doPoll(0)  # does not raise
+        self.assertEqual(ran, [True])
+        self.assertEqual(len(self.flushLoggedErrors(ZeroDivisionError)), 1)
+
     def test_install_declines_when_a_reactor_is_there(self):
         # trial's reactor is installed: ours is not, and nothing breaks.
         self.assertIsNone(loop.install())

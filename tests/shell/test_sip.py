@@ -14,6 +14,7 @@ from twisted.trial import unittest
 
 from sbc.config import Config, Listener
 from sbc.metrics import Metrics
+from sbc.net import sip as sip_net
 from sbc.net.sip import SIPService, SIPStreamFactory
 from sbc.service import make_stack
 from sbc.sip.effects import Peer
@@ -187,6 +188,21 @@ class GranularityTest(ServiceCase):
 
 
 class DatagramTest(ServiceCase):
+
+    def test_one_peer_per_source_address(self):
+        """Datagrams from one address share one Peer; the memory of them is bounded."""
+        seen = []
+        self.service.receive = lambda data, source, datagram: seen.append(source)
+        self.udp.datagramReceived(request(), CLIENT)
+        self.udp.datagramReceived(request(), CLIENT)
+        self.udp.datagramReceived(request(), ("127.0.0.1", 6000))
+        self.assertIs(seen[0], seen[1])
+        self.assertEqual(seen[0], Peer("udp", "127.0.0.1", 5999, self.udp.id))
+        self.assertEqual(seen[2], Peer("udp", "127.0.0.1", 6000, self.udp.id))
+        for port in range(10000, 10000 + sip_net._PEERS_MAX + 1):
+            self.udp.datagramReceived(request(), ("127.0.0.2", port))
+        self.assertLessEqual(len(self.udp._peers), sip_net._PEERS_MAX)
+        self.assertEqual(seen[-1], Peer("udp", "127.0.0.2", 10000 + sip_net._PEERS_MAX, self.udp.id))
 
     def test_options_answered(self):
         """An OPTIONS datagram gets one 200 sent to its source address and port."""
@@ -644,6 +660,55 @@ class TimerTest(ServiceCase):
         proto, _ = self.connect()
         proto.dataReceived(request(transport="TCP"))
         self.assertEqual(self.timers(), ["_timeout"])
+
+
+class RoundReactor(Reactor):
+    """The fake reactor with sbc.net.loop's after_round, rounds driven by hand."""
+
+    def __init__(self):
+        super().__init__()
+        self.round = None
+
+    def after_round(self, f):
+        if self.round is None:
+            return False
+        self.round.append(f)
+        return True
+
+    def run_round(self, *datagrams):
+        self.round = []
+        for proto, data, source in datagrams:
+            proto.datagramReceived(data, source)
+        after, self.round = self.round, None
+        for f in after:
+            f()
+
+
+class RoundTimerTest(ServiceCase):
+    """With sbc.net.loop's reactor the timer is armed once per round of I/O."""
+
+    def setUp(self):
+        super().setUp()
+        self.reactor = RoundReactor()
+        self.service = SIPService(self.stack, self.listeners, reactor=self.reactor,
+                                  metrics=self.metrics, limits=self.stack.limits,
+                                  tcp=self.config.tcp)
+        self.service.startService()
+
+    def test_armed_after_the_round_at_the_soonest_deadline(self):
+        armed = []
+        arm = self.service._arm
+        self.service._arm = lambda: (armed.append(True), arm())
+        self.reactor.run_round(
+            (self.udp, request(branch="z9hG4bKopt", call_id="o1"), CLIENT),
+            (self.udp, request(method="INVITE", branch="z9hG4bKinv"), CLIENT))
+        self.assertEqual(len(armed), 1)  # two datagrams, one arming
+        [call] = self.reactor.getDelayedCalls()
+        self.assertEqual(call.getTime(), T1)  # the 404's Timer G, before the OPTIONS' J
+        self.reactor.advance(T1)  # outside a round: the timer re-arms at once
+        [call] = self.reactor.getDelayedCalls()
+        self.assertEqual(call.getTime(), self.stack.next_deadline())
+        self.assertEqual(len(armed), 2)
 
 
 class MappedTest(ServiceCase):
