@@ -72,24 +72,24 @@ def _expiry(delta):
     return delta - min(32, delta / 3)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallStarted:
     call: "Call"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallAnswered:
     call: "Call"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class CallEnded:
     """The call is over; `call` holds everything a CDR needs."""
 
     call: "Call"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Attempt:
     """A B leg was tried towards `target` (for per-trunk attempt metrics)."""
 

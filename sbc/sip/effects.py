@@ -1,7 +1,10 @@
 """Values that cross the line between the pure core and the I/O shell.
 
 `Peer` says where a message came from or goes to; effects are what the core
-asks the shell to do.
+asks the shell to do. Effects and events made for every message (Send,
+RequestIn, ResponseIn, ...) are plain dataclasses, not frozen ones: those
+cost about three times as much to build (each field set through
+object.__setattr__). Nothing changes them once made.
 """
 
 import ipaddress
@@ -36,7 +39,7 @@ class Peer:
         return self.transport != "udp"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Send:
     """Serialize `message` and send it to `dest`."""
 

@@ -70,8 +70,9 @@ def reply_to(request, source):
     if source.reliable:
         port = via.port or (5061 if source.transport == "tls" else 5060)
         return Peer(source.transport, source.host, port, source.conn)
-    port = source.port if via.rport is not None else (via.port or 5060)
-    return Peer("udp", source.host, port, source.conn)
+    if via.rport is not None:
+        return source  # the usual case: back where it came from
+    return Peer("udp", source.host, via.port or 5060, source.conn)
 
 
 def stamp_via(request, source):

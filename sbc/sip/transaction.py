@@ -196,7 +196,7 @@ MACHINES = (INVITE_CLIENT, INVITE_SERVER, NON_INVITE_CLIENT, NON_INVITE_SERVER)
 # -- what the TU is told --------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class RequestIn:
     """A new request (not a retransmission); answer it with `send_response(txn, ...)`."""
 
@@ -205,7 +205,7 @@ class RequestIn:
     txn: "Transaction"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class AckIn:
     """An ACK outside any transaction: the ACK for a 2xx (RFC 3261 §17.1.1.3).
     `txn` is the INVITE server transaction whose 2xx it acknowledges, when the
@@ -228,7 +228,7 @@ class CancelIn:
     txn: "Transaction | None"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ResponseIn:
     """A response for client transaction `txn` (never a retransmission, except
     2xx to INVITE: RFC 6026 passes each one up for the TU to ACK)."""
@@ -261,7 +261,7 @@ class TransportFailed:
     txn: "Transaction"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Terminated:
     """`txn` left the table; nothing more will happen on it."""
 
