@@ -13,6 +13,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 
 /* Character classes, one bit each. */
 #define ALNUM 0x01  /* A-Za-z0-9 */
@@ -705,6 +706,158 @@ fast_bind(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+
+/* accessor(slot, fget, fset=None, key=None): a property whose usual read
+ * runs no Python. `slot` is a __slots__ member of the class that owns it.
+ * Without `key` a read gives the slot's value; with `key`, the value under
+ * `key` in the dict the slot holds (Message._cache). When that is unset or
+ * None, or the object is not an instance of the slot's class, fget(obj)
+ * decides, as the property would. Setting calls fset (AttributeError without
+ * one); deleting is refused. A property read is a Python call, and
+ * Message's cached fields and plain slots are read dozens of times per
+ * message. */
+typedef struct {
+    PyObject_HEAD
+    PyTypeObject *owner;
+    Py_ssize_t offset;
+    PyObject *key, *fget, *fset, *doc;
+} Accessor;
+
+static PyObject *
+accessor_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    static char *kw[] = {"slot", "fget", "fset", "key", NULL};
+    PyObject *slot, *fget, *fset = Py_None, *key = Py_None;
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "OO|OO:accessor", kw, &slot, &fget, &fset, &key))
+        return NULL;
+    if (!Py_IS_TYPE(slot, &PyMemberDescr_Type)
+        || ((PyMemberDescrObject *)slot)->d_member->type != T_OBJECT_EX) {
+        PyErr_SetString(PyExc_TypeError, "accessor: slot must be a __slots__ member");
+        return NULL;
+    }
+    if (!PyCallable_Check(fget) || (fset != Py_None && !PyCallable_Check(fset))) {
+        PyErr_SetString(PyExc_TypeError, "accessor: fget and fset must be callable");
+        return NULL;
+    }
+    if (key != Py_None && !PyUnicode_CheckExact(key)) {
+        PyErr_SetString(PyExc_TypeError, "accessor: key must be a str");
+        return NULL;
+    }
+    PyObject *doc = PyObject_GetAttrString(fget, "__doc__");
+    if (doc == NULL) {
+        PyErr_Clear();
+        doc = Py_NewRef(Py_None);
+    }
+    Accessor *self = (Accessor *)type->tp_alloc(type, 0);
+    if (self == NULL) {
+        Py_DECREF(doc);
+        return NULL;
+    }
+    self->owner = (PyTypeObject *)Py_NewRef(((PyDescrObject *)slot)->d_type);
+    self->offset = ((PyMemberDescrObject *)slot)->d_member->offset;
+    self->key = key == Py_None ? NULL : Py_NewRef(key);
+    self->fget = Py_NewRef(fget);
+    self->fset = fset == Py_None ? NULL : Py_NewRef(fset);
+    self->doc = doc;
+    return (PyObject *)self;
+}
+
+static int
+accessor_traverse(Accessor *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->owner);
+    Py_VISIT(self->key);
+    Py_VISIT(self->fget);
+    Py_VISIT(self->fset);
+    Py_VISIT(self->doc);
+    return 0;
+}
+
+static int
+accessor_clear(Accessor *self)
+{
+    Py_CLEAR(self->owner);
+    Py_CLEAR(self->key);
+    Py_CLEAR(self->fget);
+    Py_CLEAR(self->fset);
+    Py_CLEAR(self->doc);
+    return 0;
+}
+
+static void
+accessor_dealloc(Accessor *self)
+{
+    PyObject_GC_UnTrack(self);
+    accessor_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static PyObject *
+accessor_get(Accessor *self, PyObject *obj, PyObject *type)
+{
+    if (obj == NULL || obj == Py_None)
+        return Py_NewRef(self);
+    if (self->owner != NULL && PyObject_TypeCheck(obj, self->owner)) {
+        PyObject *value = *(PyObject **)((char *)obj + self->offset);
+        if (value != NULL && self->key != NULL) {
+            if (!PyDict_CheckExact(value))
+                value = NULL;
+            else if ((value = PyDict_GetItemWithError(value, self->key)) == NULL
+                     && PyErr_Occurred())
+                return NULL;
+        }
+        if (value != NULL && value != Py_None)
+            return Py_NewRef(value);
+    }
+    if (self->fget == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "accessor: cleared");
+        return NULL;
+    }
+    return PyObject_CallOneArg(self->fget, obj);
+}
+
+static int
+accessor_set(Accessor *self, PyObject *obj, PyObject *value)
+{
+    if (value == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "can't delete attribute");
+        return -1;
+    }
+    if (self->fset == NULL) {
+        PyErr_SetString(PyExc_AttributeError, "can't set attribute");
+        return -1;
+    }
+    PyObject *res = PyObject_CallFunctionObjArgs(self->fset, obj, value, NULL);
+    if (res == NULL)
+        return -1;
+    Py_DECREF(res);
+    return 0;
+}
+
+static PyMemberDef accessor_members[] = {
+    {"fget", T_OBJECT, offsetof(Accessor, fget), READONLY, NULL},
+    {"fset", T_OBJECT, offsetof(Accessor, fset), READONLY, NULL},
+    {"key", T_OBJECT, offsetof(Accessor, key), READONLY, NULL},
+    {"__doc__", T_OBJECT, offsetof(Accessor, doc), READONLY, NULL},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject Accessor_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "sbc.sip._fast.accessor",
+    .tp_basicsize = sizeof(Accessor),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "accessor(slot, fget, fset=None, key=None): a property reading a slot, "
+              "or the value under key in the dict it holds, without a Python call.",
+    .tp_new = accessor_new,
+    .tp_dealloc = (destructor)accessor_dealloc,
+    .tp_traverse = (traverseproc)accessor_traverse,
+    .tp_clear = (inquiry)accessor_clear,
+    .tp_descr_get = (descrgetfunc)accessor_get,
+    .tp_descr_set = (descrsetfunc)accessor_set,
+    .tp_members = accessor_members,
+};
+
 static PyMethodDef methods[] = {
     {"bind", fast_bind, METH_VARARGS, "bind(SIPURI, Address, Via): the classes to build."},
     {"address", (PyCFunction)(void (*)(void))fast_address, METH_FASTCALL,
@@ -748,5 +901,15 @@ PyInit__fast(void)
     INTERN(s_display, "display");
     INTERN(s_transport, "transport");
 #undef INTERN
-    return PyModule_Create(&module);
+    if (PyType_Ready(&Accessor_Type) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObject(m, "accessor", Py_NewRef((PyObject *)&Accessor_Type)) < 0) {
+        Py_DECREF((PyObject *)&Accessor_Type);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

@@ -879,6 +879,31 @@ class Response(Message):
         return f"<Response {self.status} {self.reason}>"
 
 
+def _accessors():
+    """The hottest reads as native accessors (sbc.sip._fast.accessor): each
+    property read is a Python call, and these run dozens of times per
+    message. The properties above stay the definition: the accessor only
+    returns what they would have returned from the cache or the slot, and
+    calls them for anything else."""
+    cache = Message.__dict__["_cache"]
+    for cls, name, key in ((Message, "via", "via"), (Message, "to", "to"),
+                           (Message, "from_", "from"), (Message, "cseq", "cseq"),
+                           (Message, "call_id", "call-id"), (Message, "vias", "vias"),
+                           (Message, "contacts", "contact"), (Message, "routes", "route"),
+                           (Message, "record_routes", "record-route"),
+                           (Message, "max_forwards", "max-forwards"),
+                           (Request, "request_uri", "ruri")):
+        setattr(cls, name, _fast.accessor(cache, cls.__dict__[name].fget, key=key))
+    for cls, name in ((Message, "headers"), (Message, "body"), (Request, "method"),
+                      (Request, "uri"), (Response, "status"), (Response, "reason")):
+        prop = cls.__dict__[name]
+        setattr(cls, name, _fast.accessor(cls.__dict__["_" + name], prop.fget, prop.fset))
+
+
+if _fast is not None:
+    _accessors()
+
+
 _DIGITS = h._DIGITS
 
 

@@ -92,6 +92,8 @@ USUAL = [
     "Call-ID: 4f1c2a7e@203.0.113.5", "Content-Length: 0",
 ]
 headers = st.lists(st.one_of(lines, st.sampled_from(USUAL)), max_size=9)
+USUAL_REQUEST = USUAL + ["Max-Forwards: 70", "Record-Route: <sip:p1.example.com;lr>",
+                         "Route: <sip:p2.example.com;lr>"]
 
 
 def outcome(read):
@@ -282,7 +284,12 @@ class NativeTests(unittest.TestCase):
             lambda: message._fast.values(text + "\r\n v", (b"via", b"v")),  # folded: False
             lambda: message._fast.patch(text, raw, 0, (b"call-id", b"i"), "x@y"),
             lambda: message._fast.patch(text, raw, 0, (b"to", b"t"), "x"),  # repeated: None
+            lambda: (req.via, req.to, req.method, req.headers, resp.status),  # hits
+            lambda: parse(request).call_id,  # a miss: the property's fget
+            lambda: setattr(resp, "status", 200),  # through the setter
         ]
+        request = datagram(USUAL)
+        req, resp = parse(request), message.Response(200, "OK")
 
         def run(n):
             for _ in range(n):
@@ -298,6 +305,85 @@ class NativeTests(unittest.TestCase):
         finally:
             tracemalloc.stop()
         self.assertLess(grown, 20000)
+
+
+ACCESSORS = {"via": "via", "to": "to", "from_": "from", "cseq": "cseq", "call_id": "call-id",
+             "vias": "vias", "contacts": "contact", "routes": "route",
+             "record_routes": "record-route", "max_forwards": "max-forwards"}
+SLOTS = ("headers", "body", "method", "uri", "status", "reason")
+
+
+class AccessorTests(unittest.TestCase):
+    """message.py's hottest reads are _fast.accessor descriptors: each gives
+    what the property it replaced gives, reading the cache or the slot."""
+
+    def setUp(self):
+        if message._fast is None:
+            raise unittest.SkipTest("the native fast path is not built")
+
+    def prop(self, msg, name):
+        """The property's own answer (its fget, which the accessor keeps)."""
+        for cls in type(msg).__mro__:
+            if name in cls.__dict__:
+                return cls.__dict__[name].fget(msg)
+        raise AssertionError(name)
+
+    def test_installed(self):
+        for name in [*ACCESSORS, "headers", "body"]:
+            self.assertIsInstance(message.Message.__dict__[name], message._fast.accessor)
+        for cls, names in ((message.Request, ("method", "uri", "request_uri")),
+                           (message.Response, ("status", "reason"))):
+            for name in names:
+                self.assertIsInstance(cls.__dict__[name], message._fast.accessor)
+        self.assertIs(message.Message.via, message.Message.__dict__["via"])  # on the class
+        self.assertIn("top Via", message.Message.via.__doc__)
+
+    def test_reads_equal_the_properties(self):
+        req = parse(datagram(USUAL_REQUEST))
+        resp = message.make_response(req, 180, to_tag="t1")
+        for msg in (req, resp):
+            for _ in range(2):  # a miss (the property parses), then a hit (the cache)
+                for name in [*ACCESSORS, *SLOTS]:
+                    if name not in ("method", "uri") or isinstance(msg, message.Request):
+                        if name not in ("status", "reason") or isinstance(msg, message.Response):
+                            self.assertEqual(getattr(msg, name), self.prop(msg, name), name)
+        self.assertEqual(str(req.request_uri), "sip:a@b")
+        req.set("To", "<sip:carol@example.com>;tag=9")  # the cached To is forgotten
+        self.assertEqual((req.to.tag, str(req.to.uri)), ("9", "sip:carol@example.com"))
+        req.set("Max-Forwards", "7")
+        self.assertEqual(req.max_forwards, 7)
+        req.remove("Max-Forwards")
+        self.assertIsNone(req.max_forwards)  # None cached: the property says so again
+        self.assertIsNone(req.max_forwards)
+
+    def test_setters(self):
+        req = parse(datagram(USUAL_REQUEST))
+        req.uri = "sip:carol@example.com"
+        req.method = "OPTIONS"
+        self.assertEqual(str(req.request_uri), "sip:carol@example.com")  # re-parsed
+        self.assertTrue(bytes(req).startswith(b"OPTIONS sip:carol@example.com SIP/2.0\r\n"))
+        resp = message.make_response(req, 200)
+        resp.status, resp.reason = 202, "Accepted"
+        resp.body = b"x"
+        self.assertTrue(bytes(resp).startswith(b"SIP/2.0 202 Accepted\r\n"))
+        self.assertTrue(bytes(resp).endswith(b"Content-Length: 1\r\n\r\nx"))
+        resp.headers = [("call-id", "Call-ID", "c")]
+        self.assertEqual(resp.call_id, "c")
+        with self.assertRaises(AttributeError):
+            req.via = None
+        with self.assertRaises(AttributeError):
+            del resp.status
+
+    def test_other_objects_go_to_the_property(self):
+        self.assertRaises(AttributeError, message.Message.__dict__["via"].__get__, object())
+        self.assertRaises(AttributeError, message.Response.__dict__["status"].__get__,
+                          parse(datagram(USUAL_REQUEST)))
+
+    def test_bad_arguments(self):
+        cache, via = message.Message.__dict__["_cache"], message.Message.__dict__["via"].fget
+        for args in ((1, via), (cache, 1), (cache, via, 1), (slice.__dict__["start"], via)):
+            self.assertRaises(TypeError, message._fast.accessor, *args)
+        self.assertRaises(TypeError, message._fast.accessor, cache, via, key=b"via")
 
 
 class PurePythonTests(unittest.TestCase):
