@@ -25,6 +25,7 @@ from .tls import HandshakeTracking, is_handshake_failure, peer_names
 
 _ids = itertools.count(1)
 _PEERS_MAX = 4096  # source addresses a UDP listener remembers the Peer of
+_BATCH_MAX = 64  # datagrams a UDP listener holds back until the end of a round
 
 
 def _host(host):
@@ -44,19 +45,45 @@ class SIPDatagramProtocol(protocol.DatagramProtocol):
         # The Peer of each source address seen lately: a call's datagrams come
         # from a few, and building a Peer cost more than looking one up.
         self._peers = {}
+        self._out = None  # datagrams waiting for the end of this round (see send)
 
     def send(self, data, addr):
         """sendto() without Twisted's Port.write: that checks the address is
         an IP literal, several times per datagram. Ours are (peers are
         resolved first, replies go to source addresses); a name is refused
-        here, once per name, never resolved on the reactor. False if not sent."""
+        here, once per name, never resolved on the reactor. False if not sent.
+
+        In a round of sbc.net.loop's reactor the datagram waits for the
+        round's end (at most _BATCH_MAX of them) and they go out back to
+        back: sent to a peer that sleeps, a datagram costs us its wake-up
+        too (13 µs of our CPU on loopback, against 5 µs for each of eight
+        in a row). One that fails then is counted as dropped (send_failed)."""
         if not ip_literal(addr[0]):
             return False
+        out = self._out
+        if out is None:
+            after = self.sip._after_round
+            if after is None or not after(self._flush):
+                return self._sendto(data, addr)
+            out = self._out = []
+        out.append((data, addr))
+        if len(out) >= _BATCH_MAX:
+            self._flush()
+        return True
+
+    def _sendto(self, data, addr):
         try:
             self.transport.socket.sendto(data, addr)
-        except OSError:  # buffer full, no route, ...: lost, as a datagram may be
+        except (OSError, AttributeError):  # buffer full, no route, port gone: lost
             return False
         return True
+
+    def _flush(self):
+        """The datagrams of this round, in order."""
+        out, self._out = self._out, None
+        for data, addr in out or ():
+            if not self._sendto(data, addr):
+                self.sip.metrics.drop("udp", "send_failed")
 
     def datagramReceived(self, data, addr):
         if len(data) <= 4 and not data.strip():
@@ -188,8 +215,9 @@ class SIPService(service.Service):
         self.per_ip = {}
         self._timer = None
         self._deadline = None
-        # sbc.net.loop's reactor arms the timer once per round of I/O, not
-        # once per datagram; any other reactor (tests, a Clock) at once.
+        # With sbc.net.loop's reactor the timer is armed once per round of
+        # I/O, not once per datagram, and UDP sends go out at the round's end
+        # (SIPDatagramProtocol.send); with any other (tests, a Clock) at once.
         self._after_round = getattr(reactor, "after_round", None)
         self._arm_queued = False
         self.on_event = None  # gets every effect that is not for the wire (call events)

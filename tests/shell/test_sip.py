@@ -684,8 +684,8 @@ class RoundReactor(Reactor):
             f()
 
 
-class RoundTimerTest(ServiceCase):
-    """With sbc.net.loop's reactor the timer is armed once per round of I/O."""
+class RoundCase(ServiceCase):
+    """The service on a reactor with rounds of I/O, as sbc.net.loop's."""
 
     def setUp(self):
         super().setUp()
@@ -694,6 +694,10 @@ class RoundTimerTest(ServiceCase):
                                   metrics=self.metrics, limits=self.stack.limits,
                                   tcp=self.config.tcp)
         self.service.startService()
+
+
+class RoundTimerTest(RoundCase):
+    """With sbc.net.loop's reactor the timer is armed once per round of I/O."""
 
     def test_armed_after_the_round_at_the_soonest_deadline(self):
         armed = []
@@ -709,6 +713,43 @@ class RoundTimerTest(ServiceCase):
         [call] = self.reactor.getDelayedCalls()
         self.assertEqual(call.getTime(), self.stack.next_deadline())
         self.assertEqual(len(armed), 2)
+
+
+class RoundSendTest(RoundCase):
+    """With sbc.net.loop's reactor UDP datagrams go out at the end of the round."""
+
+    def test_sent_at_the_end_of_the_round_in_order(self):
+        sent_in_round = []
+        self.service.receive = lambda data, source, datagram: (
+            self.service.send(parse(data), source), sent_in_round.append(len(self.written())))
+        self.reactor.run_round((self.udp, request(call_id="a"), CLIENT),
+                               (self.udp, request(call_id="b"), ("127.0.0.2", 5060)))
+        self.assertEqual(sent_in_round, [0, 0])  # nothing left during the round
+        self.assertEqual([(parse(d).call_id, a) for d, a in self.written()],
+                         [("a", CLIENT), ("b", ("127.0.0.2", 5060))])
+
+    def test_a_full_batch_goes_at_once(self):
+        self.reactor.round = []
+        for n in range(sip_net._BATCH_MAX + 1):
+            self.udp.send(b"x%d" % n, CLIENT)
+        self.assertEqual(len(self.written()), sip_net._BATCH_MAX)
+        for f in self.reactor.round:
+            f()
+        self.assertEqual([d for d, _ in self.written()], [b"x%d" % n for n in range(65)])
+
+    def test_a_send_failing_at_the_end_is_counted(self):
+        self.reactor.round = []
+        self.udp.send(b"v4", CLIENT)
+        self.udp.send(b"v6", ("::1", 5060))  # refused by the IPv4 socket
+        for f in self.reactor.round:
+            f()
+        self.assertEqual(self.written(), [(b"v4", CLIENT)])
+        self.assertEqual(self.metric("sbc_sip_dropped_total", transport="udp",
+                                     reason="send_failed"), 1)
+
+    def test_outside_a_round_at_once(self):
+        self.assertTrue(self.udp.send(b"now", CLIENT))
+        self.assertEqual(self.written(), [(b"now", CLIENT)])
 
 
 class MappedTest(ServiceCase):
