@@ -11,8 +11,9 @@ exception escaping the handler is logged, never raised out of the loop.
 
 `after_round(f)` runs f once every descriptor of the current round has been
 handled, before the loop sleeps again: under load one round reads many
-datagrams, and work that only has to be done before sleeping (arming the
-SIP timer) is then done once for all of them.
+datagrams, and work that only has to be done before sleeping is then done
+once for all of them: arming the SIP timer, and sending the round's UDP
+datagrams back to back (sbc.net.sip).
 """
 
 from twisted.logger import Logger
