@@ -583,15 +583,19 @@ fast_patch(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
  * unsplit text, as _split_headers makes them: `name` exactly as written and
  * found in `keys` (spelling -> key), the value stripped of blanks. None
  * (the Python path decides) for a text that is not 1-byte, a folded line,
- * or a line whose name is not in `keys` (another spelling, or malformed). */
+ * or a line whose name is not in `keys` (another spelling, or malformed).
+ * With only_keys true, [key] alone (Message.keys()). */
 static PyObject *
 fast_split(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
 {
     Text t;
     Py_ssize_t i, end, colon, a, b;
     PyObject *out, *name = NULL, *key, *value = NULL, *item;
-    if (nargs != 2 || !PyDict_Check(args[1])) {
-        PyErr_SetString(PyExc_TypeError, "split(text, keys: dict)");
+    int only = 0;
+    if (nargs < 2 || nargs > 3 || !PyDict_Check(args[1])
+        || (nargs == 3 && (only = PyObject_IsTrue(args[2])) < 0)) {
+        if (!PyErr_Occurred())
+            PyErr_SetString(PyExc_TypeError, "split(text, keys: dict, only_keys=False)");
         return NULL;
     }
     if (!text_of(args[0], &t) || t.n < 2 || t.s[0] != '\r' || t.s[1] != '\n') Py_RETURN_NONE;
@@ -609,6 +613,11 @@ fast_split(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
         if (key == NULL) {
             if (PyErr_Occurred()) goto error;
             goto decline;
+        }
+        if (only) {
+            Py_CLEAR(name);
+            if (PyList_Append(out, key) < 0) goto error;
+            continue;
         }
         for (a = colon + 1; a < end && (t.s[a] == ' ' || t.s[a] == '\t'); a++);
         for (b = end; b > a && (t.s[b - 1] == ' ' || t.s[b - 1] == '\t'); b--);
@@ -868,7 +877,7 @@ static PyMethodDef methods[] = {
     {"value", (PyCFunction)(void (*)(void))fast_value, METH_FASTCALL,
      "value(text, names) -> str, None (absent) or False (folded)"},
     {"split", (PyCFunction)(void (*)(void))fast_split, METH_FASTCALL,
-     "split(text, keys) -> [(key, name, value)] or None"},
+     "split(text, keys, only_keys=False) -> [(key, name, value)] (or [key]) or None"},
     {"serialize", (PyCFunction)(void (*)(void))fast_serialize, METH_FASTCALL,
      "serialize(start, headers, body) -> bytes or None (not all ASCII str)"},
     {"values", (PyCFunction)(void (*)(void))fast_values, METH_FASTCALL,

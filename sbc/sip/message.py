@@ -97,8 +97,16 @@ def header_key(name):
     return COMPACT.get(key, key)
 
 
+_SPELLED = {}  # key -> spelling, as keys are met (bounded: names come from peers)
+
+
 def spell(key):
-    return SPELLING.get(key) or "-".join(p.capitalize() for p in key.split("-"))
+    name = _SPELLED.get(key)
+    if name is None:
+        name = SPELLING.get(key) or "-".join(p.capitalize() for p in key.split("-"))
+        if len(_SPELLED) < 1024:
+            _SPELLED[key] = name
+    return name
 
 
 # Exact spellings seen on the wire -> key; saves lower() and a lookup per line.
@@ -356,6 +364,10 @@ class Message:
         headers = self._headers
         if headers is not None:
             return None if self._defect is not None else [item[0] for item in headers]
+        if _fast is not None:
+            keys = _fast.split(self._text, _KEYS, True)
+            if keys is not None:  # every name a known spelling, nothing folded
+                return keys
         known = _KEYS
         out = []
         for line in self._text.split("\r\n")[1:]:  # [0] is "": the text starts with CRLF

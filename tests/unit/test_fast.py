@@ -121,6 +121,7 @@ READS = {
     "get_all": lambda m: [m.get_all(n) for n in ("From", "To", "Contact", "Via", "Call-ID",
                                                  "CSeq", "Max-Forwards", "Record-Route")],
     "headers": lambda m: (m.headers, str(m.defect)),
+    "keys": lambda m: m.keys(),
 }
 
 
@@ -236,9 +237,11 @@ class NativeTests(unittest.TestCase):
         self.assertEqual(message._fast.values(text, (b"route",)), [])
         headers = [(line.split(":")[0].lower(), *line.split(": ", 1)) for line in USUAL]
         self.assertEqual(message._fast.split(text, message._KEYS), headers)
+        self.assertEqual(message._fast.split(text, message._KEYS, True), [k for k, _, _ in headers])
         for declined in ("", text + "\r\n", text + "\r\n\tfolded", text + "\r\nNo-Colon",
                          text + "\r\nX-Unheard-Of: 1", "\r\nTo: é"[:-1] + "\u0100"):
             self.assertIsNone(message._fast.split(declined, message._KEYS), repr(declined))
+            self.assertIsNone(message._fast.split(declined, message._KEYS, True), repr(declined))
         self.assertEqual(message._fast.serialize("SIP/2.0 200 OK", headers, b"v=0\r\n"),
                          ("SIP/2.0 200 OK\r\n" + "\r\n".join(USUAL) + "\r\n\r\nv=0\r\n").encode())
         for declined in (("SIP/2.0 200 OK", [], b""), ("SIP/2.0 200 OK", headers, bytearray()),
@@ -257,6 +260,7 @@ class NativeTests(unittest.TestCase):
                      lambda: message._fast.values("x", ("to",)),
                      lambda: message._fast.serialize("x", []),
                      lambda: message._fast.split("x", [("via", "via")]),
+                     lambda: message._fast.split("x", {}, True, 1),
                      lambda: message._fast.value("x", ("to",)),
                      lambda: message._fast.address("x", (b"to",)),
                      lambda: message._fast.bind(1, 2, 3)):
@@ -279,6 +283,7 @@ class NativeTests(unittest.TestCase):
             lambda: message._fast.values(text, (b"via", b"v")),
             lambda: message._fast.serialize("SIP/2.0 200 OK", [("to", "To", "x")], b"b"),
             lambda: message._fast.split(text, message._KEYS),
+            lambda: message._fast.split(text, message._KEYS, True),
             lambda: message._fast.split(text + "\r\n fold", message._KEYS),  # None
             lambda: message._fast.serialize("SIP/2.0 200 OK", [("to", "To", "é")], b""),
             lambda: message._fast.values(text + "\r\n v", (b"via", b"v")),  # folded: False
