@@ -735,7 +735,8 @@ class RoundSendTest(RoundCase):
         self.assertEqual(len(self.written()), sip_net._BATCH_MAX)
         for f in self.reactor.round:
             f()
-        self.assertEqual([d for d, _ in self.written()], [b"x%d" % n for n in range(65)])
+        self.assertEqual([d for d, _ in self.written()],
+                         [b"x%d" % n for n in range(sip_net._BATCH_MAX + 1)])
 
     def test_a_send_failing_at_the_end_is_counted(self):
         self.reactor.round = []
