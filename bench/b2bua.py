@@ -8,7 +8,10 @@ CPU 0. For each, the call rate is stepped (doubling from 50 CPS, then bisecting)
 to find the highest rate at which a step of rate x 5 s calls completes with no
 failed call and no retransmission on either side, every ACK and BYE reaching
 the UAS. At that rate it reports the B2BUA's CPU time per call (from
-/proc/PID/stat) and the INVITE -> 200 response time (SIPp -trace_rtt).
+/proc/PID/stat) and the INVITE -> 200 response time (SIPp -trace_rtt). Then
+sbc runs one step at 4x sippy's highest rate (or the search's own step at
+that rate is taken). The goals: sbc's highest rate at least 4x sippy's, and
+at 4x sippy's rate sbc's p99 no worse than sippy's at its highest.
 
     python bench/b2bua.py [--strict] [--profile] [--keep] [--impl sbc|sippy]
                           [--budget SECONDS] [--rate CPS]
@@ -552,6 +555,22 @@ def search(b2bua, workdir, procs, pins, budget, log):
     return best, steps
 
 
+def goal_step(b2bua, sippy_rate, steps, workdir, procs, pins, log):
+    """sbc at GOAL_RATIO x sippy's highest rate: the step the goal names
+    (that many calls a second, with a p99 no worse than sippy's). One the
+    search already passed at that rate is taken; else it is run now."""
+    rate = round(GOAL_RATIO * sippy_rate)
+    for step in steps:
+        if step.rate == rate and step.ok:
+            return step
+    b2bua.restart()  # the search may have ended on a failed step
+    step = run_step(b2bua, rate, workdir, procs, pins, time.monotonic() + 120)
+    log(describe(b2bua.name, step) + f"  (at {GOAL_RATIO:g}x sippy's {sippy_rate} CPS)")
+    for e in step.errors:
+        log("    " + e.replace("\n", "\n    "))
+    return step
+
+
 def describe(name, step):
     cost = f"{step.cpu_us:6,.0f} µs/call" if step.ok else f"{'':>14}"
     line = (f"  {name:6} {step.rate:5} CPS {step.calls:5} calls  {'pass' if step.ok else 'FAIL'}  "
@@ -576,7 +595,7 @@ def sipp_version():
     return "?"
 
 
-def report(results, steps, pins, log):
+def report(results, steps, pins, log, at_goal=None):
     """The table and the goals; the list of goals missed."""
     log("")
     log(f"{'':8}{'CPS':>8}{'CPU-µs/call':>14}{'p50 ms':>9}{'p99 ms':>9}{'busy':>7}")
@@ -604,11 +623,22 @@ def report(results, steps, pins, log):
             log(f"sbc/sippy CPS: {ratio:.2f}x (goal >= {GOAL_RATIO:g}x: {'met' if ok else 'MISSED'})")
             if not ok:
                 missed.append(f"sbc sustains {ratio:.2f}x sippy's CPS, goal {GOAL_RATIO:g}x")
-            ok = sbc.p99 <= sippy.p99
-            log(f"p99 INVITE->200: sbc {sbc.p99:.0f} ms at {sbc.rate} CPS, sippy {sippy.p99:.0f} ms "
-                f"at {sippy.rate} CPS (goal: no worse: {'met' if ok else 'MISSED'})")
-            if not ok:
-                missed.append(f"sbc's p99 {sbc.p99:.0f} ms is worse than sippy's {sippy.p99:.0f} ms")
+            if at_goal is None:
+                missed.append(f"no step of sbc at {GOAL_RATIO:g}x sippy's rate")
+            else:
+                ok = at_goal.ok and at_goal.p99 <= sippy.p99
+                log(f"p99 INVITE->200 with sbc at {GOAL_RATIO:g}x sippy's rate: sbc "
+                    + (f"{at_goal.p99:.0f} ms" if at_goal.ok else "FAILED the step")
+                    + f" at {at_goal.rate} CPS, sippy {sippy.p99:.0f} ms at {sippy.rate} CPS "
+                    f"(goal: no worse: {'met' if ok else 'MISSED'})")
+                if not ok:
+                    missed.append(f"sbc at {at_goal.rate} CPS: " + (
+                        f"p99 {at_goal.p99:.0f} ms, worse than sippy's {sippy.p99:.0f} ms"
+                        if at_goal.ok else "the step failed"))
+            log(f"p99 INVITE->200 at each one's highest rate: sbc {sbc.p99:.0f} ms at {sbc.rate} "
+                f"CPS, sippy {sippy.p99:.0f} ms at {sippy.rate} CPS "
+                f"({'no worse' if sbc.p99 <= sippy.p99 else 'worse'}; not a goal: there both "
+                f"run near a full core and the queue decides it)")
         else:
             missed.append("no rate passed for " + " and ".join(n for n, b in results.items() if b is None))
             log("goals MISSED: " + missed[-1])
@@ -698,6 +728,7 @@ def main(argv):
             f"{STEP_SECONDS} s of calls; pass = every call completes at both ends with no failure "
             f"and no retransmission, the UAS receives every ACK and BYE")
         results, steps = {}, {}
+        at_goal = None  # sbc's step at GOAL_RATIO x sippy's rate
         start = time.monotonic()
         for i, name in enumerate(impls):
             left = args.budget - (time.monotonic() - start)
@@ -709,12 +740,15 @@ def main(argv):
             try:
                 b2bua.start()
                 results[name], steps[name] = search(b2bua, workdir, procs, pins, share, log)
+                if name == "sbc" and results.get("sippy"):
+                    at_goal = goal_step(b2bua, results["sippy"].rate, steps[name], workdir,
+                                        procs, pins, log)
             except RuntimeError as e:  # a B2BUA that cannot start or restart
                 log(f"  {e}")
             finally:
                 b2bua.stop()
         missed = report({n: results.get(n) for n in impls}, {n: steps.get(n, []) for n in impls},
-                        pins, log)
+                        pins, log, at_goal)
         log(f"(the b2bua bench took {time.monotonic() - start:.0f} s)")
         log("")
         log("all goals met" if not missed else "GOALS MISSED:\n" + "\n".join("  " + m for m in missed))
