@@ -715,7 +715,6 @@ fast_bind(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
-
 /* accessor(slot, fget, fset=None, key=None): a property whose usual read
  * runs no Python. `slot` is a __slots__ member of the class that owns it.
  * Without `key` a read gives the slot's value; with `key`, the value under

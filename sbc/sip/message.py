@@ -10,9 +10,10 @@ An unmodified message is serialized from the bytes it was parsed from, so it
 round-trips exactly; set() on an unsplit message rewrites one line in place.
 When the native fast path (_fast.c) is built, it is tried first for those
 usual shapes and that rewrite, for every line of a header (get_all), for
-the split into lines and for serializing; it declines (None/False) anything
-else, which then takes the Python path below, so both give the same answers
-(tests/unit/test_fast.py). bench/parse.py measures all of this against sippy
+the split into lines (and keys()) and for serializing; it declines
+(None/False) anything else, which then takes the Python path below, so both
+give the same answers (tests/unit/test_fast.py). Its accessors also serve
+the hottest properties' cached values and plain fields (_accessors below). bench/parse.py measures all of this against sippy
 and a naive split.
 """
 
@@ -898,13 +899,11 @@ def _accessors():
     returns what they would have returned from the cache or the slot, and
     calls them for anything else."""
     cache = Message.__dict__["_cache"]
-    for cls, name, key in ((Message, "via", "via"), (Message, "to", "to"),
-                           (Message, "from_", "from"), (Message, "cseq", "cseq"),
-                           (Message, "call_id", "call-id"), (Message, "vias", "vias"),
-                           (Message, "contacts", "contact"), (Message, "routes", "route"),
-                           (Message, "record_routes", "record-route"),
-                           (Message, "max_forwards", "max-forwards"),
-                           (Request, "request_uri", "ruri")):
+    cached = {"via": "via", "to": "to", "from_": "from", "cseq": "cseq", "call_id": "call-id",
+              "vias": "vias", "contacts": "contact", "routes": "route",
+              "record_routes": "record-route", "max_forwards": "max-forwards"}
+    for cls, name, key in [(Message, n, k) for n, k in cached.items()] + [
+            (Request, "request_uri", "ruri")]:
         setattr(cls, name, _fast.accessor(cache, cls.__dict__[name].fget, key=key))
     for cls, name in ((Message, "headers"), (Message, "body"), (Request, "method"),
                       (Request, "uri"), (Response, "status"), (Response, "reason")):
